@@ -1,0 +1,525 @@
+//! sluice's configuration: the typed sections of `config/sluice.toml`, their defaults,
+//! and loading them from built-in defaults, a TOML file and `SLUICE_*` environment
+//! variables (in that order of precedence, lowest first), followed by validation and
+//! the resolution of upstream API keys from the environment.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), sluice::config::ConfigError> {
+//! let mut config = sluice::config::Config::load(None)?;
+//! config.apply_overrides(Some("0.0.0.0:8080"), None)?;
+//! assert_eq!(config.server.listen.port(), 8080);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Every section and key is optional; the `Default` impls below are the one place where
+//! default values live (`config/sluice.toml` shows them all). Errors are one line naming
+//! where the bad value came from, the key path and what is wrong.
+
+mod de;
+mod error;
+mod load;
+mod secret;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::{Deserialize, Serialize};
+
+pub use error::ConfigError;
+pub use secret::{Secret, mask_url};
+
+/// The whole configuration, one field per TOML section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub upstreams: Vec<UpstreamConfig>,
+    pub retry: RetryConfig,
+    pub cache: CacheConfig,
+    pub prune: PruneConfig,
+    pub compress: CompressConfig,
+    pub rate_limit: RateLimitConfig,
+    pub sessions: SessionsConfig,
+    pub auth: AuthConfig,
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            upstreams: vec![UpstreamConfig::default()],
+            retry: RetryConfig::default(),
+            cache: CacheConfig::default(),
+            prune: PruneConfig::default(),
+            compress: CompressConfig::default(),
+            rate_limit: RateLimitConfig::default(),
+            sessions: SessionsConfig::default(),
+            auth: AuthConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// `[server]`: the listening side.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address clients connect to.
+    #[serde(deserialize_with = "de::socket_addr")]
+    pub listen: SocketAddr,
+    /// Largest request body accepted (larger: 413).
+    #[serde(with = "de::size")]
+    pub max_body_size: ByteSize,
+    /// Longest a request may take end to end.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Time in-flight requests get to finish after SIGTERM/SIGINT.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Requests handled at once; more are shed with 503.
+    pub max_concurrency: usize,
+    /// Time a client gets to send its request headers.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+            max_body_size: ByteSize::mib(32),
+            request_timeout: Duration::from_secs(10 * 60),
+            shutdown_grace: Duration::from_secs(30),
+            max_concurrency: 4096,
+            header_read_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One `[[upstreams]]` entry: an OpenAI-compatible API sluice forwards to.
+///
+/// `name` and `base_url` are required in the file; the other keys default to the values
+/// of [`UpstreamConfig::default`], which is also the upstream used when the file has none.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Shown in `x-sluice-upstream`, logs and metrics; unique.
+    pub name: String,
+    /// Base URL as SDKs take it, version prefix included (`https://api.openai.com/v1`).
+    /// Printed and serialized with any password masked.
+    #[serde(serialize_with = "secret::serialize_masked_url")]
+    pub base_url: String,
+    /// Environment variable holding this upstream's API key; unset = the client's
+    /// `Authorization` passes through.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Glob patterns of the model names this upstream serves (`"*"` = any).
+    #[serde(default = "UpstreamConfig::default_models")]
+    pub models: Vec<String>,
+    /// Relative share of traffic among upstreams serving the same models.
+    #[serde(default = "UpstreamConfig::default_weight")]
+    pub weight: u32,
+    /// Longest wait for one attempt's response.
+    #[serde(default = "UpstreamConfig::default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Longest wait for a new connection (TCP and TLS).
+    #[serde(
+        default = "UpstreamConfig::default_connect_timeout",
+        with = "humantime_serde"
+    )]
+    pub connect_timeout: Duration,
+    /// Idle keep-alive connections kept to this upstream.
+    #[serde(default = "UpstreamConfig::default_pool_max_idle")]
+    pub pool_max_idle: usize,
+    /// Connections opened at start.
+    #[serde(default = "UpstreamConfig::default_prewarm")]
+    pub prewarm: usize,
+    /// The key read from `api_key_env` by [`Config::load`]; never read from the file.
+    #[serde(skip)]
+    pub api_key: Option<Secret>,
+}
+
+impl Default for UpstreamConfig {
+    /// The built-in upstream: OpenAI, serving every model, with the client's key.
+    fn default() -> Self {
+        Self {
+            name: "openai".to_owned(),
+            base_url: "https://api.openai.com/v1".to_owned(),
+            api_key_env: None,
+            models: vec!["*".to_owned()],
+            weight: 1,
+            timeout: Duration::from_secs(10 * 60),
+            connect_timeout: Duration::from_secs(5),
+            pool_max_idle: 64,
+            prewarm: 2,
+            api_key: None,
+        }
+    }
+}
+
+// serde's per-field defaults for `[[upstreams]]` items (a container-level default would
+// make `name` and `base_url` optional too); the values come from `Default`.
+impl UpstreamConfig {
+    fn default_models() -> Vec<String> {
+        Self::default().models
+    }
+    fn default_weight() -> u32 {
+        Self::default().weight
+    }
+    fn default_timeout() -> Duration {
+        Self::default().timeout
+    }
+    fn default_connect_timeout() -> Duration {
+        Self::default().connect_timeout
+    }
+    fn default_pool_max_idle() -> usize {
+        Self::default().pool_max_idle
+    }
+    fn default_prewarm() -> usize {
+        Self::default().prewarm
+    }
+}
+
+impl std::fmt::Debug for UpstreamConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamConfig")
+            .field("name", &self.name)
+            .field("base_url", &mask_url(&self.base_url))
+            .field("api_key_env", &self.api_key_env)
+            .field("models", &self.models)
+            .field("weight", &self.weight)
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("pool_max_idle", &self.pool_max_idle)
+            .field("prewarm", &self.prewarm)
+            .field("api_key", &self.api_key)
+            .finish()
+    }
+}
+
+/// `[retry]`: retrying failed upstream attempts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Attempts after the first.
+    pub max_retries: u32,
+    /// Backoff before the first retry; grows exponentially, with jitter.
+    #[serde(with = "humantime_serde")]
+    pub base_delay: Duration,
+    /// Upper bound of one backoff.
+    #[serde(with = "humantime_serde")]
+    pub max_delay: Duration,
+    /// Upstream status codes that are retried.
+    pub retry_on: Vec<u16>,
+    /// Retries may add at most this fraction to recent requests (0.2 = 20%).
+    pub budget: f64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_retries: 2,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(10),
+            retry_on: vec![429, 500, 502, 503, 504],
+            budget: 0.2,
+        }
+    }
+}
+
+/// Who may be served a cached answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheScope {
+    /// Only the client credential that stored it.
+    #[default]
+    Key,
+    /// Every client.
+    Global,
+}
+
+/// `[cache]`: the response cache (memory, optionally backed by Redis).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    pub enabled: bool,
+    /// How long a stored answer is served.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// Memory used by the in-process tier.
+    #[serde(with = "de::size")]
+    pub memory_max_size: ByteSize,
+    /// Redis tier (`redis://`, `rediss://`, `redis+unix://`, `unix://`); empty = memory
+    /// only. Printed and serialized with any password masked.
+    #[serde(serialize_with = "secret::serialize_masked_url")]
+    pub redis_url: String,
+    pub scope: CacheScope,
+    /// Cache only requests whose answer is meant to be reproducible.
+    pub deterministic_only: bool,
+    /// Longest wait for Redis before falling back to memory and the upstream.
+    #[serde(with = "humantime_serde")]
+    pub redis_timeout: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            ttl: Duration::from_secs(60 * 60),
+            memory_max_size: ByteSize::mib(256),
+            redis_url: String::new(),
+            scope: CacheScope::Key,
+            deterministic_only: false,
+            redis_timeout: Duration::from_millis(50),
+        }
+    }
+}
+
+impl std::fmt::Debug for CacheConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheConfig")
+            .field("enabled", &self.enabled)
+            .field("ttl", &self.ttl)
+            .field("memory_max_size", &self.memory_max_size)
+            .field("redis_url", &mask_url(&self.redis_url))
+            .field("scope", &self.scope)
+            .field("deterministic_only", &self.deterministic_only)
+            .field("redis_timeout", &self.redis_timeout)
+            .finish()
+    }
+}
+
+/// `[prune]`: trimming long conversations before they are sent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PruneConfig {
+    pub enabled: bool,
+    pub max_messages: usize,
+    pub max_context_tokens: usize,
+    pub keep_file_content_turns: usize,
+}
+
+impl Default for PruneConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            max_messages: 5,
+            max_context_tokens: 4000,
+            keep_file_content_turns: 1,
+        }
+    }
+}
+
+/// How hard prompts are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CompressLevel {
+    Off,
+    #[default]
+    Safe,
+    Aggressive,
+}
+
+/// `[compress]`: shortening prompts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompressConfig {
+    pub level: CompressLevel,
+    pub max_prompt_tokens: usize,
+    /// Share of a shortened text kept from its start; the rest comes from its end.
+    pub head_ratio: f64,
+}
+
+impl Default for CompressConfig {
+    fn default() -> Self {
+        Self {
+            level: CompressLevel::Safe,
+            max_prompt_tokens: 12000,
+            head_ratio: 0.6,
+        }
+    }
+}
+
+/// `[rate_limit]`: per client key limits; none when unset.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    pub requests_per_minute: Option<u32>,
+    pub tokens_per_minute: Option<u64>,
+}
+
+/// `[sessions]`: serialising the requests of one session.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionsConfig {
+    /// Request header carrying the session id.
+    pub header: String,
+    /// Requests of one session run at once.
+    pub max_concurrent: usize,
+    /// A session is forgotten after this long without requests.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        Self {
+            header: "x-session-id".to_owned(),
+            max_concurrent: 1,
+            idle_timeout: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
+/// `[auth]`: client authentication.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Environment variable holding the comma-separated client keys (`name:key` or
+    /// `key`); unset = clients' `Authorization` passes through.
+    pub client_keys_env: Option<String>,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// `[log]`: logging to stderr.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing_subscriber::EnvFilter` directive (`info`, `info,sluice=debug`, ...).
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+impl Config {
+    /// Loads the configuration: `path` if given, else `config/sluice.toml` when it exists
+    /// in the working directory, else the built-in defaults; then the `SLUICE_*`
+    /// environment overlay; then [`Config::validate`]; then reads each upstream's
+    /// `api_key_env` variable into [`UpstreamConfig::api_key`].
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        load::load(path, load::process_env()?)
+    }
+
+    /// [`Config::load`] with `env` in place of the process environment, both for the
+    /// overlay and for `api_key_env` variables.
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        load::load(path, env.into_iter().collect())
+    }
+
+    /// Applies the command line's `--listen` and `--upstream` (the latter replaces the
+    /// first upstream's `base_url`), then validates again.
+    pub fn apply_overrides(
+        &mut self,
+        listen: Option<&str>,
+        upstream: Option<&str>,
+    ) -> Result<(), ConfigError> {
+        if let Some(listen) = listen {
+            self.server.listen =
+                de::parse_listen(listen).map_err(|message| ConfigError::Invalid {
+                    origin: Some("--listen".to_owned()),
+                    key: "server.listen".to_owned(),
+                    message,
+                })?;
+        }
+        if let Some(upstream) = upstream {
+            let first = self
+                .upstreams
+                .first_mut()
+                .ok_or_else(|| ConfigError::invalid("upstreams", "no upstream configured"))?;
+            first.base_url = upstream.trim().to_owned();
+        }
+        self.validate().map_err(|err| {
+            err.with_origin(|key| match key {
+                "server.listen" if listen.is_some() => Some("--listen".to_owned()),
+                "upstreams[0].base_url" if upstream.is_some() => Some("--upstream".to_owned()),
+                _ => None,
+            })
+        })
+    }
+
+    /// Checks every value and the relations between keys; the first problem found is
+    /// returned, naming its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate::validate(self)
+    }
+
+    /// The effective configuration as TOML for `sluice check-config`: every key, with
+    /// secrets and URL passwords masked, durations like `"30s"` and sizes like
+    /// `"32 MiB"`. It parses back into the same configuration (masked parts aside).
+    pub fn to_masked_toml(&self) -> String {
+        let mut out = String::from(
+            "# Effective sluice configuration (defaults and overrides applied, secrets masked).\n",
+        );
+        render_section(&mut out, "[server]", &self.server, &[]);
+        for upstream in &self.upstreams {
+            let unset = [("api_key_env", upstream.api_key_env.is_none())];
+            render_section(&mut out, "[[upstreams]]", upstream, &unset);
+        }
+        render_section(&mut out, "[retry]", &self.retry, &[]);
+        render_section(&mut out, "[cache]", &self.cache, &[]);
+        render_section(&mut out, "[prune]", &self.prune, &[]);
+        render_section(&mut out, "[compress]", &self.compress, &[]);
+        let rate_limit = &self.rate_limit;
+        let unset = [
+            (
+                "requests_per_minute",
+                rate_limit.requests_per_minute.is_none(),
+            ),
+            ("tokens_per_minute", rate_limit.tokens_per_minute.is_none()),
+        ];
+        render_section(&mut out, "[rate_limit]", rate_limit, &unset);
+        render_section(&mut out, "[sessions]", &self.sessions, &[]);
+        let unset = [("client_keys_env", self.auth.client_keys_env.is_none())];
+        render_section(&mut out, "[auth]", &self.auth, &unset);
+        render_section(&mut out, "[log]", &self.log, &[]);
+        out
+    }
+}
+
+/// Appends `header` and `section`'s keys, then a comment for each optional key that is
+/// not set (TOML has no null, so those keys cannot be written).
+fn render_section<T: Serialize>(
+    out: &mut String,
+    header: &str,
+    section: &T,
+    unset: &[(&str, bool)],
+) {
+    out.push('\n');
+    out.push_str(header);
+    out.push('\n');
+    match toml::to_string(section) {
+        Ok(body) => out.push_str(&body),
+        Err(err) => out.push_str(&format!("# cannot render this section: {err}\n")),
+    }
+    for (key, is_unset) in unset {
+        if *is_unset {
+            out.push_str(&format!("# {key} is not set\n"));
+        }
+    }
+}

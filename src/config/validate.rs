@@ -1,0 +1,263 @@
+//! [`Config::validate`]: the checks serde's types cannot express, each error naming
+//! its key.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::{Config, ConfigError, UpstreamConfig, mask_url};
+
+type Checked = Result<(), ConfigError>;
+
+pub(super) fn validate(config: &Config) -> Checked {
+    server(config)?;
+    upstreams(&config.upstreams)?;
+    retry(config)?;
+    cache(config)?;
+    prune_and_compress(config)?;
+    rate_limit(config)?;
+    sessions(config)?;
+    if let Some(name) = &config.auth.client_keys_env {
+        env_var_name("auth.client_keys_env", name)?;
+    }
+    log_level(&config.log.level)
+}
+
+fn fail(key: impl Into<String>, message: impl Into<String>) -> Checked {
+    Err(ConfigError::invalid(key, message))
+}
+
+fn positive_duration(key: impl Into<String>, value: Duration) -> Checked {
+    if value.is_zero() {
+        return fail(key, "must be longer than 0s");
+    }
+    Ok(())
+}
+
+fn at_least_one(key: impl Into<String>, value: u64) -> Checked {
+    if value == 0 {
+        return fail(key, "must be at least 1");
+    }
+    Ok(())
+}
+
+fn server(config: &Config) -> Checked {
+    let server = &config.server;
+    if server.max_body_size.as_u64() == 0 {
+        return fail("server.max_body_size", "must be larger than 0 bytes");
+    }
+    positive_duration("server.request_timeout", server.request_timeout)?;
+    positive_duration("server.header_read_timeout", server.header_read_timeout)?;
+    at_least_one("server.max_concurrency", server.max_concurrency as u64)
+}
+
+fn upstreams(upstreams: &[UpstreamConfig]) -> Checked {
+    if upstreams.is_empty() {
+        return fail("upstreams", "at least one upstream is required");
+    }
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    for (i, upstream) in upstreams.iter().enumerate() {
+        let key = |field: &str| format!("upstreams[{i}].{field}");
+        if upstream.name.trim().is_empty() {
+            return fail(key("name"), "must not be empty");
+        }
+        if let Some(first) = names.insert(&upstream.name, i) {
+            return fail(
+                key("name"),
+                format!(
+                    "duplicate upstream name {:?} (also upstreams[{first}].name)",
+                    upstream.name
+                ),
+            );
+        }
+        base_url(&key("base_url"), &upstream.base_url)?;
+        if let Some(name) = &upstream.api_key_env {
+            env_var_name(key("api_key_env"), name)?;
+        }
+        if upstream.models.is_empty() {
+            return fail(
+                key("models"),
+                "must list at least one pattern (\"*\" = any model)",
+            );
+        }
+        for (j, pattern) in upstream.models.iter().enumerate() {
+            if pattern.is_empty() {
+                return fail(format!("upstreams[{i}].models[{j}]"), "must not be empty");
+            }
+            if let Err(err) = glob::Pattern::new(pattern) {
+                return fail(
+                    format!("upstreams[{i}].models[{j}]"),
+                    format!("invalid glob pattern {pattern:?}: {err}"),
+                );
+            }
+        }
+        at_least_one(key("weight"), u64::from(upstream.weight))?;
+        positive_duration(key("timeout"), upstream.timeout)?;
+        positive_duration(key("connect_timeout"), upstream.connect_timeout)?;
+        if upstream.prewarm > upstream.pool_max_idle {
+            return fail(
+                key("prewarm"),
+                format!(
+                    "{} connections cannot stay open with pool_max_idle = {}",
+                    upstream.prewarm, upstream.pool_max_idle
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// An `http://` or `https://` URL with a host and no query or fragment.
+fn base_url(key: &str, url: &str) -> Checked {
+    let shown = mask_url(url);
+    let uri: http::Uri = match url.parse() {
+        Ok(uri) => uri,
+        Err(err) => return fail(key, format!("invalid URL {shown:?}: {err}")),
+    };
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return fail(
+            key,
+            format!("must be an http:// or https:// URL, got {shown:?}"),
+        );
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return fail(key, format!("URL {shown:?} has no host"));
+    }
+    if !port_is_numeric(uri.authority().map_or("", |a| a.as_str())) {
+        return fail(key, format!("URL {shown:?} has an invalid port"));
+    }
+    if url.contains('?') || url.contains('#') {
+        return fail(
+            key,
+            format!("URL {shown:?} must not have a query or fragment"),
+        );
+    }
+    Ok(())
+}
+
+/// Whether the port of `authority` (`user:pw@host:port`, `[::1]:port`), if it has one,
+/// is a number. `http::Uri` leaves that to whoever connects.
+fn port_is_numeric(authority: &str) -> bool {
+    let host_port = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host_port)| host_port);
+    let port = match host_port.rfind(']') {
+        Some(end) => host_port[end + 1..].strip_prefix(':'),
+        None => host_port.split_once(':').map(|(_, port)| port),
+    };
+    port.is_none_or(|port| port.parse::<u16>().is_ok())
+}
+
+/// A portable environment variable name: letters, digits and `_`, not starting with a digit.
+fn env_var_name(key: impl Into<String>, name: &str) -> Checked {
+    let valid = name.chars().next().is_some_and(|c| !c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return fail(
+            key,
+            format!("{name:?} is not an environment variable name (letters, digits and _)"),
+        );
+    }
+    Ok(())
+}
+
+fn retry(config: &Config) -> Checked {
+    let retry = &config.retry;
+    if retry.base_delay > retry.max_delay {
+        return fail(
+            "retry.base_delay",
+            format!(
+                "{} is longer than retry.max_delay ({})",
+                humantime::format_duration(retry.base_delay),
+                humantime::format_duration(retry.max_delay)
+            ),
+        );
+    }
+    for (i, code) in retry.retry_on.iter().enumerate() {
+        if !(100..=599).contains(code) {
+            return fail(
+                format!("retry.retry_on[{i}]"),
+                format!("{code} is not an HTTP status code (100-599)"),
+            );
+        }
+    }
+    if !(0.0..=1.0).contains(&retry.budget) {
+        return fail(
+            "retry.budget",
+            format!("must be between 0.0 and 1.0, got {}", retry.budget),
+        );
+    }
+    Ok(())
+}
+
+fn cache(config: &Config) -> Checked {
+    let cache = &config.cache;
+    positive_duration("cache.ttl", cache.ttl)?;
+    positive_duration("cache.redis_timeout", cache.redis_timeout)?;
+    const SCHEMES: [&str; 4] = ["redis://", "rediss://", "redis+unix://", "unix://"];
+    let url = &cache.redis_url;
+    if !url.is_empty() && !SCHEMES.iter().any(|scheme| url.starts_with(scheme)) {
+        return fail(
+            "cache.redis_url",
+            format!(
+                "{:?} must be empty (memory only) or start with redis://, rediss://, redis+unix:// or unix://",
+                mask_url(url)
+            ),
+        );
+    }
+    Ok(())
+}
+
+fn prune_and_compress(config: &Config) -> Checked {
+    at_least_one("prune.max_messages", config.prune.max_messages as u64)?;
+    at_least_one(
+        "prune.max_context_tokens",
+        config.prune.max_context_tokens as u64,
+    )?;
+    at_least_one(
+        "compress.max_prompt_tokens",
+        config.compress.max_prompt_tokens as u64,
+    )?;
+    let ratio = config.compress.head_ratio;
+    if !(ratio > 0.0 && ratio < 1.0) {
+        return fail(
+            "compress.head_ratio",
+            format!("must be between 0 and 1 (exclusive), got {ratio}"),
+        );
+    }
+    Ok(())
+}
+
+fn rate_limit(config: &Config) -> Checked {
+    let limits = &config.rate_limit;
+    let none = "must be at least 1 (leave it out for no limit)";
+    if limits.requests_per_minute == Some(0) {
+        return fail("rate_limit.requests_per_minute", none);
+    }
+    if limits.tokens_per_minute == Some(0) {
+        return fail("rate_limit.tokens_per_minute", none);
+    }
+    Ok(())
+}
+
+fn sessions(config: &Config) -> Checked {
+    let sessions = &config.sessions;
+    if http::HeaderName::from_bytes(sessions.header.as_bytes()).is_err() {
+        return fail(
+            "sessions.header",
+            format!("{:?} is not a valid HTTP header name", sessions.header),
+        );
+    }
+    at_least_one("sessions.max_concurrent", sessions.max_concurrent as u64)?;
+    positive_duration("sessions.idle_timeout", sessions.idle_timeout)
+}
+
+/// A `tracing_subscriber::EnvFilter` directive such as `info` or `info,sluice=debug`.
+fn log_level(level: &str) -> Checked {
+    if level.trim().is_empty() {
+        return fail("log.level", "must not be empty (e.g. \"info\")");
+    }
+    if let Err(err) = tracing_subscriber::EnvFilter::try_new(level) {
+        return fail("log.level", format!("invalid filter {level:?}: {err}"));
+    }
+    Ok(())
+}

@@ -1,0 +1,322 @@
+//! sluice's own errors and the one place that turns them into HTTP answers.
+//!
+//! Each part of the pipeline has its own error enum; [`Error`] nests them.
+//! [`Error::into_response`] maps every variant, exhaustively, to a status and
+//! OpenAI's error JSON, so SDKs raise their usual exceptions.
+
+use http::{HeaderValue, StatusCode, header};
+
+use crate::body::{self, Body};
+use crate::edge::EdgeError;
+use crate::ingress::IngressError;
+use crate::openai::error::ErrorBody;
+use crate::upstream::UpstreamError;
+
+/// Any error sluice itself answers with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Edge(#[from] EdgeError),
+    #[error(transparent)]
+    Ingress(#[from] IngressError),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+/// Who caused an error: tells logs and metrics where to look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorSource {
+    /// The client's request was at fault.
+    Client,
+    /// The upstream failed or did not answer.
+    Upstream,
+    /// sluice itself: overload, shutdown, a bug.
+    Internal,
+}
+
+/// How an error becomes an HTTP answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mapping {
+    pub status: StatusCode,
+    /// OpenAI's `error.type`.
+    pub kind: &'static str,
+    /// OpenAI's `error.code`.
+    pub code: &'static str,
+    /// Seconds for `Retry-After`, when waiting can help.
+    pub retry_after: Option<u32>,
+    pub source: ErrorSource,
+}
+
+impl Error {
+    /// Status, error type and code of this error. Exhaustive on purpose: a new
+    /// variant does not compile until it has an answer.
+    pub fn mapping(&self) -> Mapping {
+        use ErrorSource::{Client, Internal, Upstream};
+        let m = |status, kind, code, retry_after, source| Mapping {
+            status,
+            kind,
+            code,
+            retry_after,
+            source,
+        };
+        match self {
+            Error::Ingress(e) => match e {
+                IngressError::InvalidJson(_) => m(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "invalid_json",
+                    None,
+                    Client,
+                ),
+                IngressError::NotAnObject => m(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "invalid_json",
+                    None,
+                    Client,
+                ),
+                IngressError::BodyRead(_) => m(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "invalid_body",
+                    None,
+                    Client,
+                ),
+            },
+            Error::Edge(e) => match e {
+                EdgeError::NotFound { .. } => m(
+                    StatusCode::NOT_FOUND,
+                    "invalid_request_error",
+                    "not_found",
+                    None,
+                    Client,
+                ),
+                EdgeError::PayloadTooLarge { .. } => m(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "invalid_request_error",
+                    "request_too_large",
+                    None,
+                    Client,
+                ),
+                EdgeError::Overloaded => m(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded_error",
+                    "overloaded",
+                    Some(1),
+                    Internal,
+                ),
+                EdgeError::ShuttingDown => m(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded_error",
+                    "shutting_down",
+                    Some(1),
+                    Internal,
+                ),
+                EdgeError::Timeout { .. } => m(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "timeout_error",
+                    "request_timeout",
+                    None,
+                    Upstream,
+                ),
+                EdgeError::Panic => m(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    "internal_error",
+                    None,
+                    Internal,
+                ),
+            },
+            Error::Upstream(e) => match e {
+                UpstreamError::Connect { .. } => m(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_error",
+                    "upstream_unreachable",
+                    None,
+                    Upstream,
+                ),
+                UpstreamError::Timeout { .. } => m(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "timeout_error",
+                    "upstream_timeout",
+                    None,
+                    Upstream,
+                ),
+                UpstreamError::Failed { .. } => m(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_error",
+                    "upstream_failed",
+                    None,
+                    Upstream,
+                ),
+                UpstreamError::RequestBodyTooLarge { .. } => m(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "invalid_request_error",
+                    "request_too_large",
+                    None,
+                    Client,
+                ),
+                UpstreamError::NoRoute { .. } => m(
+                    StatusCode::NOT_FOUND,
+                    "invalid_request_error",
+                    "model_not_found",
+                    None,
+                    Client,
+                ),
+                UpstreamError::RequestBody { .. } => m(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "invalid_body",
+                    None,
+                    Client,
+                ),
+            },
+        }
+    }
+
+    /// The answer the client gets: status, OpenAI error JSON, `Retry-After`.
+    pub fn into_response(self) -> http::Response<Body> {
+        let mapping = self.mapping();
+        let json = ErrorBody {
+            message: &self.to_string(),
+            kind: mapping.kind,
+            code: mapping.code,
+        }
+        .to_bytes();
+        let mut response = http::Response::new(body::full(json));
+        *response.status_mut() = mapping.status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Some(secs) = mapping.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(e: impl Into<Error>) -> (u16, &'static str, Option<u32>) {
+        let m = e.into().mapping();
+        (m.status.as_u16(), m.kind, m.retry_after)
+    }
+
+    fn json_error() -> serde_json::Error {
+        match serde_json::from_str::<serde_json::Value>("{") {
+            Err(e) => e,
+            Ok(_) => unreachable!("`{{` is not JSON"),
+        }
+    }
+
+    #[test]
+    fn ingress_errors_are_client_400s() {
+        assert_eq!(
+            status(IngressError::InvalidJson(json_error())),
+            (400, "invalid_request_error", None)
+        );
+        assert_eq!(
+            status(IngressError::NotAnObject),
+            (400, "invalid_request_error", None)
+        );
+        assert_eq!(
+            status(IngressError::BodyRead("reset".into())),
+            (400, "invalid_request_error", None)
+        );
+    }
+
+    #[test]
+    fn edge_errors() {
+        let not_found = EdgeError::NotFound {
+            method: http::Method::GET,
+            path: "/x".into(),
+        };
+        assert_eq!(status(not_found), (404, "invalid_request_error", None));
+        assert_eq!(
+            status(EdgeError::PayloadTooLarge { limit: 10 }),
+            (413, "invalid_request_error", None)
+        );
+        assert_eq!(
+            status(EdgeError::Overloaded),
+            (503, "overloaded_error", Some(1))
+        );
+        assert_eq!(
+            status(EdgeError::ShuttingDown),
+            (503, "overloaded_error", Some(1))
+        );
+        assert_eq!(
+            status(EdgeError::Timeout {
+                after: std::time::Duration::from_secs(1)
+            }),
+            (504, "timeout_error", None)
+        );
+        assert_eq!(status(EdgeError::Panic), (500, "server_error", None));
+    }
+
+    #[test]
+    fn upstream_errors() {
+        let name = || "openai".to_string();
+        assert_eq!(
+            status(UpstreamError::Connect {
+                upstream: name(),
+                reason: "refused".into()
+            }),
+            (502, "upstream_error", None)
+        );
+        assert_eq!(
+            status(UpstreamError::Timeout { upstream: name() }),
+            (504, "timeout_error", None)
+        );
+        assert_eq!(
+            status(UpstreamError::Failed {
+                upstream: name(),
+                reason: "reset".into()
+            }),
+            (502, "upstream_error", None)
+        );
+        assert_eq!(
+            status(UpstreamError::RequestBodyTooLarge { limit: 1 }),
+            (413, "invalid_request_error", None)
+        );
+        assert_eq!(
+            status(UpstreamError::RequestBody {
+                reason: "truncated".into()
+            }),
+            (400, "invalid_request_error", None)
+        );
+        assert_eq!(
+            status(UpstreamError::NoRoute {
+                model: "llama".into()
+            }),
+            (404, "invalid_request_error", None)
+        );
+    }
+
+    #[tokio::test]
+    async fn response_is_openai_shaped() {
+        use http_body_util::BodyExt;
+        let response = Error::from(EdgeError::Overloaded).into_response();
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        let bytes = match response.into_body().collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) => panic!("body: {e}"),
+        };
+        let v: serde_json::Value = match serde_json::from_slice(&bytes) {
+            Ok(v) => v,
+            Err(e) => panic!("json: {e}"),
+        };
+        assert_eq!(v["error"]["type"], "overloaded_error");
+        assert_eq!(v["error"]["code"], "overloaded");
+        assert!(v["error"]["param"].is_null());
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+}

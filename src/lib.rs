@@ -1,0 +1,42 @@
+//! sluice: a fast reverse proxy in front of OpenAI-compatible LLM APIs.
+//!
+//! Clients point their SDK's base URL at sluice and change nothing else. The
+//! request pipeline is assembled in [`stack`]; [`server`] runs it.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = sluice::config::Config::load(None)?;
+//! let running = sluice::server::start(config).await?;
+//! println!("proxying on {}", running.base_url());
+//! sluice::server::shutdown_signal().await;
+//! running.shutdown();
+//! running.wait().await;
+//! # Ok(()) }
+//! ```
+
+pub mod admin;
+pub mod body;
+pub mod config;
+pub mod edge;
+pub mod error;
+pub mod ingress;
+pub mod lifecycle;
+pub mod mock;
+pub mod observe;
+pub mod openai;
+pub mod server;
+pub mod stack;
+pub mod upstream;
+
+pub use config::Config;
+pub use error::Error;
+pub use server::{Running, StartError, start};
+
+/// Runs sluice until SIGTERM or SIGINT, then shuts down gracefully.
+pub async fn run(config: Config) -> Result<(), StartError> {
+    let running = server::start(config).await?;
+    server::shutdown_signal().await;
+    running.shutdown();
+    running.wait().await;
+    Ok(())
+}

@@ -1,0 +1,180 @@
+//! The `sluice` command line: parse arguments, load the config, run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use sluice::config::Config;
+use sluice::mock::MockOptions;
+
+/// A fast reverse proxy for OpenAI-compatible LLM APIs.
+///
+/// Point your SDK's base URL at it (http://127.0.0.1:8080/v1) and change
+/// nothing else. Without a subcommand, `sluice` runs the proxy.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Serve(ServeArgs),
+    /// Validate a config and print the effective one (defaults and
+    /// environment applied, secrets masked). Exit 0 valid, 2 invalid.
+    CheckConfig(ConfigArg),
+    /// Serve a fast, deterministic fake OpenAI-compatible API (for demos,
+    /// tests and load tests).
+    MockUpstream(MockArgs),
+}
+
+#[derive(Debug, Args)]
+struct ConfigArg {
+    /// Config file (TOML). Default: config/sluice.toml when it exists,
+    /// otherwise built-in defaults.
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Address to listen on, overriding `[server] listen` (e.g. 0.0.0.0:8080).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Base URL of the default (first) upstream, overriding its `base_url`
+    /// (e.g. http://127.0.0.1:9000/v1).
+    #[arg(long, value_name = "URL")]
+    upstream: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct MockArgs {
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9000")]
+    listen: String,
+    /// Delay before each answer's head, in milliseconds.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    latency_ms: u64,
+    /// Delay between streamed chunks, in milliseconds.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    chunk_delay_ms: u64,
+    /// Content chunks per streamed answer.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    chunks: usize,
+}
+
+/// Exit code for bad flags and bad configs.
+const EXIT_USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        None => serve(cli.serve),
+        Some(Command::Serve(args)) => serve(args),
+        Some(Command::CheckConfig(args)) => check_config(args),
+        Some(Command::MockUpstream(args)) => mock_upstream(args),
+    }
+}
+
+fn load(config: &ConfigArg) -> Result<Config, ExitCode> {
+    Config::load(config.config.as_deref()).map_err(|error| {
+        eprintln!("sluice: {error}");
+        ExitCode::from(EXIT_USAGE)
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| {
+            eprintln!("sluice: cannot start the async runtime: {error}");
+            ExitCode::FAILURE
+        })
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let mut config = match load(&args.config) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    if let Err(error) = config.apply_overrides(args.listen.as_deref(), args.upstream.as_deref()) {
+        eprintln!("sluice: {error}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    sluice::observe::init_logging(&config.log);
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    match runtime.block_on(sluice::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("sluice: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[expect(
+    clippy::print_stdout,
+    reason = "check-config prints the effective config to stdout"
+)]
+fn check_config(args: ConfigArg) -> ExitCode {
+    match load(&args) {
+        Ok(config) => {
+            print!("{}", config.to_masked_toml());
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+fn mock_upstream(args: MockArgs) -> ExitCode {
+    let listen: std::net::SocketAddr = match args.listen.parse() {
+        Ok(addr) => addr,
+        Err(error) => {
+            eprintln!(
+                "sluice: --listen: invalid socket address {:?}: {error}",
+                args.listen
+            );
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    sluice::observe::init_logging(&sluice::config::LogConfig::default());
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    let options = MockOptions {
+        latency: Duration::from_millis(args.latency_ms),
+        chunk_delay: Duration::from_millis(args.chunk_delay_ms),
+        chunks: args.chunks,
+        record: false,
+    };
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(listen).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                eprintln!("sluice: cannot listen on {listen}: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(addr = %listen, "mock upstream listening; base URL http://{listen}/v1");
+        match sluice::mock::serve(listener, options, sluice::server::shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("sluice: mock upstream failed: {error}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

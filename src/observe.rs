@@ -1,0 +1,128 @@
+//! Logs and metrics: the subscriber, the Prometheus recorder, metric names.
+//!
+//! Metric names are defined here once, with their help texts, so `/metrics`
+//! documents itself and a typo cannot create a second series.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::SharedString;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::config::{LogConfig, LogFormat};
+
+pub const REQUESTS_TOTAL: &str = "sluice_requests_total";
+pub const REQUEST_DURATION: &str = "sluice_request_duration_seconds";
+pub const REQUESTS_IN_FLIGHT: &str = "sluice_requests_in_flight";
+pub const UPSTREAM_REQUESTS_TOTAL: &str = "sluice_upstream_requests_total";
+pub const UPSTREAM_DURATION: &str = "sluice_upstream_duration_seconds";
+pub const UPSTREAM_ERRORS_TOTAL: &str = "sluice_upstream_errors_total";
+
+/// Latency buckets in seconds, from sub-millisecond proxy overhead to long
+/// generations.
+const DURATION_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 120.0, 300.0,
+];
+
+static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// The process-wide Prometheus handle, installing the recorder on first use.
+///
+/// `None` when another recorder was installed first (an embedding program's);
+/// sluice then keeps running and `/metrics` says so.
+pub fn prometheus() -> Option<&'static PrometheusHandle> {
+    PROMETHEUS.get_or_init(install).as_ref()
+}
+
+fn install() -> Option<PrometheusHandle> {
+    let builder = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Suffix("_duration_seconds".into()),
+            DURATION_BUCKETS,
+        )
+        .ok()?;
+    let handle = builder.install_recorder().ok()?;
+    describe();
+    // Histograms need periodic upkeep to drain their buffers.
+    let upkeep = handle.clone();
+    std::thread::Builder::new()
+        .name("sluice-metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_secs(5));
+                upkeep.run_upkeep();
+            }
+        })
+        .ok()?;
+    Some(handle)
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        REQUESTS_TOTAL,
+        "Requests answered, by endpoint and HTTP status."
+    );
+    describe_histogram!(
+        REQUEST_DURATION,
+        Unit::Seconds,
+        "Time from request to the end of the answer (streams included), by endpoint."
+    );
+    describe_gauge!(
+        REQUESTS_IN_FLIGHT,
+        "Requests being handled now, streams until their last byte."
+    );
+    describe_counter!(
+        UPSTREAM_REQUESTS_TOTAL,
+        "Requests sent upstream, by upstream and the status it answered."
+    );
+    describe_histogram!(
+        UPSTREAM_DURATION,
+        Unit::Seconds,
+        "Time from sending a request upstream to its answer head, by upstream."
+    );
+    describe_counter!(
+        UPSTREAM_ERRORS_TOTAL,
+        "Upstream requests that got no answer, by upstream and kind (connect, timeout, other)."
+    );
+}
+
+/// A bounded label for an HTTP status, without allocating for common ones.
+pub fn status_label(status: http::StatusCode) -> SharedString {
+    let s: &'static str = match status.as_u16() {
+        200 => "200",
+        201 => "201",
+        204 => "204",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        413 => "413",
+        422 => "422",
+        429 => "429",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        other => return SharedString::from(other.to_string()),
+    };
+    SharedString::const_str(s)
+}
+
+/// Installs the log subscriber: stderr, `RUST_LOG` over `[log] level`,
+/// text or JSON lines.
+pub fn init_logging(config: &LogConfig) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second initialisation (tests starting several servers) is harmless.
+    let _ = match config.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}

@@ -1,0 +1,119 @@
+//! The pipeline, assembled in one place, outermost layer first.
+//!
+//! A request runs down this list; its answer runs back up. Order is
+//! deliberate and pinned by a test below.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::{Request, Response};
+use tower::{Service, ServiceBuilder};
+
+use crate::admin::AdminLayer;
+use crate::body::Body;
+use crate::config::Config;
+use crate::edge::body_limit::BodyLimitLayer;
+use crate::edge::catch_panic::CatchPanicLayer;
+use crate::edge::load_shed::LoadShedLayer;
+use crate::edge::metrics::MetricsLayer;
+use crate::edge::request_id::RequestIdLayer;
+use crate::edge::timeout::TimeoutLayer;
+use crate::ingress::IngressLayer;
+use crate::lifecycle::Lifecycle;
+use crate::upstream::{UpstreamService, Upstreams};
+
+/// What the pipeline takes from the config, by value.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    pub body_limit: u64,
+    pub max_concurrency: usize,
+    pub request_timeout: std::time::Duration,
+}
+
+impl From<&Config> for Settings {
+    fn from(config: &Config) -> Self {
+        Settings {
+            body_limit: config.server.max_body_size.as_u64(),
+            max_concurrency: config.server.max_concurrency,
+            request_timeout: config.server.request_timeout,
+        }
+    }
+}
+
+/// Builds the whole request pipeline.
+pub fn build(
+    settings: Settings,
+    lifecycle: Arc<Lifecycle>,
+    upstreams: Arc<Upstreams>,
+) -> impl Service<
+    Request<Body>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send,
+> + Clone
++ Send
++ Sync
++ 'static {
+    let body_limit = settings.body_limit;
+    ServiceBuilder::new()
+        // Keeps or makes `x-request-id`, runs everything below in the
+        // request's tracing span, sets the id on the answer, and turns every
+        // error from below into an OpenAI-shaped answer.
+        .layer(RequestIdLayer)
+        // A panic below becomes a 500; the process and other requests go on.
+        .layer(CatchPanicLayer)
+        // Counts requests by endpoint and status, times them to their last
+        // byte, tracks requests in flight.
+        .layer(MetricsLayer)
+        // Answers /healthz, /readyz and /metrics, and 404s anything outside
+        // /v1/. Above load shedding so probes are answered under overload.
+        .layer(AdminLayer::new(lifecycle.clone()))
+        // At most `max_concurrency` requests (streams until their last byte);
+        // the excess, and anything arriving while draining, gets 503.
+        .layer(LoadShedLayer::new(settings.max_concurrency, lifecycle))
+        // Bodies over `max_body_size` get 413 (declared ones before reading).
+        .layer(BodyLimitLayer::new(body_limit))
+        // No answer head within `request_timeout`: 504.
+        .layer(TimeoutLayer::new(settings.request_timeout))
+        // Understood endpoints: reads and parses the body once into an
+        // `ApiRequest` in the extensions; bad JSON gets 400. Other paths pass.
+        .layer(IngressLayer::new(body_limit))
+        // Routes by model, forwards over the upstream's pooled client, and
+        // relays the answer as it arrives.
+        .service(UpstreamService::new(upstreams, body_limit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The layer order is part of the design: pin it.
+    #[test]
+    fn layer_order_is_pinned() {
+        let config = Config::default();
+        let lifecycle = Arc::new(Lifecycle::default());
+        let upstreams = Upstreams::from_config(&config).unwrap_or_else(|e| panic!("{e}"));
+        let stack = build(Settings::from(&config), lifecycle, Arc::new(upstreams));
+        let type_name = std::any::type_name_of_val(&stack);
+        let expected = [
+            "RequestIdService",
+            "CatchPanic",
+            "Metrics",
+            "Admin",
+            "LoadShed",
+            "BodyLimit",
+            "Timeout",
+            "Ingress",
+            "UpstreamService",
+        ];
+        let mut rest = type_name;
+        for name in expected {
+            let needle = format!("::{name}<");
+            let at = rest
+                .find(&needle)
+                .or_else(|| rest.find(&format!("::{name}")))
+                .unwrap_or_else(|| panic!("{name} missing or out of order in {type_name}"));
+            rest = &rest[at + needle.len() - 1..];
+        }
+    }
+}
