@@ -44,7 +44,7 @@ pub(crate) fn named_event<T: Serialize>(name: &str, value: &T) -> Result<Bytes, 
 
 /// Body of every mock response.
 #[derive(Debug)]
-pub struct MockBody {
+pub(crate) struct MockBody {
     kind: Kind,
 }
 

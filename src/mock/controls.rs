@@ -1,5 +1,5 @@
 //! Per-request behaviour chosen through `x-mock-*` request headers, which sluice forwards
-//! like any other header. Timing controls override [`MockOptions`]; a [`Fault`] replaces
+//! like any other header. Timing controls override [`MockOptions`]; a fault replaces
 //! the normal answer.
 //!
 //! ```text

@@ -9,6 +9,12 @@
 //! path, query, headers, body length and hash); paths outside `/v1/` get a 404. Request
 //! headers `x-mock-*` change timing or inject errors per request (see [`controls`]).
 //!
+//! Requests are read leniently: only a body that is not a JSON object, or a field of
+//! the wrong type or out of range (`n`, `dimensions`, `encoding_format`, empty embedding
+//! input), is a 400. A missing `model` answers as `gpt-4o-mini`; missing `messages`,
+//! `prompt` or `input` count as empty. Streamed events are released one by one with
+//! their delays; with no delay, several may leave in one TCP write.
+//!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
 //! use sluice::mock::{MockOptions, MockUpstream};
@@ -47,8 +53,6 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
-
-pub use body::MockBody;
 
 /// How long [`serve`] lets in-flight requests finish after `shutdown` resolves.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);

@@ -49,15 +49,17 @@ pub(crate) fn fnv1a64(bytes: &[u8]) -> u64 {
     h.finish()
 }
 
-/// The answer text for a prompt whose hash is `seed`; choice `index` > 0 (when `n` > 1)
-/// gets its own variant.
+/// The answer text for a prompt whose hash is `seed`. Choice `index` > 0 (when `n` > 1)
+/// gets its own number, so choices differ even when cut short.
 pub(crate) fn answer(seed: u64, index: usize) -> String {
-    let short = (seed >> 32) as u32;
-    if index == 0 {
-        format!("Mock answer #{short:08x}: {SENTENCE}")
+    let seed = if index == 0 {
+        seed
     } else {
-        format!("Mock answer #{short:08x}.{index}: {SENTENCE}")
-    }
+        let mut state = seed ^ index as u64;
+        splitmix64(&mut state)
+    };
+    let short = (seed >> 32) as u32;
+    format!("Mock answer #{short:08x}: {SENTENCE}")
 }
 
 /// Rough token count of `len` bytes of text: a quarter of the bytes, at least one.

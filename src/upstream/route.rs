@@ -132,8 +132,7 @@ mod tests {
     use super::*;
 
     fn upstreams(specs: &[(&str, &[&str])]) -> Upstreams {
-        let mut config = Config::default();
-        config.upstreams = specs
+        let upstreams = specs
             .iter()
             .map(|(name, models)| UpstreamConfig {
                 name: (*name).to_owned(),
@@ -142,6 +141,10 @@ mod tests {
                 ..UpstreamConfig::default()
             })
             .collect();
+        let config = Config {
+            upstreams,
+            ..Config::default()
+        };
         Upstreams::from_config(&config).unwrap_or_else(|e| panic!("{e}"))
     }
 

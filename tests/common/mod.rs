@@ -1,0 +1,135 @@
+//! Shared pieces of the end-to-end tests: a mock upstream on a free port,
+//! sluice in front of it on another, and clients pointed at sluice.
+
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+#![expect(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_openai::Client;
+use async_openai::config::OpenAIConfig;
+use serde_json::{Value, json};
+use sluice::config::Config;
+use sluice::mock::{MockOptions, MockUpstream};
+use sluice::server::Running;
+
+pub struct Harness {
+    pub mock: MockUpstream,
+    pub sluice: Running,
+}
+
+impl Harness {
+    /// A mock upstream (recording requests) and sluice in front of it.
+    pub async fn start() -> Harness {
+        Harness::start_with(MockOptions::default(), |_| {}).await
+    }
+
+    pub async fn start_with(mut opts: MockOptions, tweak: impl FnOnce(&mut Config)) -> Harness {
+        opts.record = true;
+        let mock = MockUpstream::start(opts).await.unwrap();
+        let mut config = config_for(&mock.base_url());
+        tweak(&mut config);
+        let sluice = sluice::server::start(config).await.unwrap();
+        Harness { mock, sluice }
+    }
+
+    /// `http://ADDR` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.sluice.addr())
+    }
+
+    pub fn sdk(&self) -> Client<OpenAIConfig> {
+        sdk(&self.sluice.base_url())
+    }
+
+    /// The last request the mock received on `path`.
+    pub fn last_upstream_request(&self, path: &str) -> sluice::mock::RecordedRequest {
+        self.mock
+            .requests()
+            .into_iter()
+            .rev()
+            .find(|r| r.path_and_query.starts_with(path))
+            .unwrap_or_else(|| panic!("no upstream request on {path}"))
+    }
+}
+
+/// A config that listens on a free port and forwards to `base_url`, without
+/// pre-warming (so upstream request counts are exact).
+pub fn config_for(base_url: &str) -> Config {
+    let mut config = Config::default();
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.upstreams[0].base_url = base_url.to_owned();
+    config.upstreams[0].prewarm = 0;
+    config
+}
+
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+pub fn http() -> reqwest::Client {
+    install_crypto();
+    reqwest::Client::builder().build().unwrap()
+}
+
+pub fn sdk(base_url: &str) -> Client<OpenAIConfig> {
+    install_crypto();
+    Client::with_config(
+        OpenAIConfig::new()
+            .with_api_base(base_url)
+            .with_api_key("sk-client"),
+    )
+}
+
+pub fn chat(prompt: &str) -> Value {
+    json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": prompt}]})
+}
+
+pub fn from_json<T: serde::de::DeserializeOwned>(v: Value) -> T {
+    serde_json::from_value(v).unwrap()
+}
+
+/// The `data:` payloads of an SSE body, `[DONE]` included.
+pub fn sse_data(body: &str) -> Vec<String> {
+    body.split("\n\n")
+        .filter_map(|event| event.lines().find_map(|l| l.strip_prefix("data: ")))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Asserts an OpenAI-shaped error body and returns its `error` object.
+pub async fn error_of(response: reqwest::Response) -> Value {
+    assert!(
+        response.headers().contains_key("x-request-id"),
+        "error without x-request-id"
+    );
+    let body: Value = response.json().await.unwrap();
+    let error = body["error"].clone();
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert!(error["type"].is_string(), "{body}");
+    assert!(error.get("param").is_some_and(Value::is_null), "{body}");
+    assert!(error.get("code").is_some(), "{body}");
+    error
+}
+
+/// Polls `check` until it holds or `deadline` passes.
+pub async fn eventually<F, Fut>(deadline: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
