@@ -1,8 +1,16 @@
-//! The listener: accepts connections, serves HTTP/1.1 and HTTP/2 (h2c) on
-//! them, and shuts down gracefully.
+//! The listener side: worker threads that accept connections, serve HTTP/1.1
+//! and HTTP/2 (h2c) on them, and shut down gracefully.
 //!
-//! On shutdown it stops accepting, turns `/readyz` to 503, lets in-flight
-//! requests and streams finish within `shutdown_grace`, then returns.
+//! sluice runs one single-threaded runtime per worker (by default one per CPU
+//! core), each with its own listening socket on the same address
+//! (`SO_REUSEPORT`, so the kernel spreads connections) and its own upstream
+//! connection pools. A request is handled start to finish on the thread that
+//! accepted its connection: no cross-thread wake-ups, no work stealing, the
+//! way nginx workers run. What must be global is shared: the concurrency
+//! limit, the lifecycle phase, metrics.
+//!
+//! On shutdown every worker stops accepting, `/readyz` turns 503, in-flight
+//! requests and streams get `shutdown_grace` to finish, then the workers exit.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,12 +20,17 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
 use crate::lifecycle::{Lifecycle, Phase};
+use crate::stack::{self, Settings, Shared};
 use crate::upstream::{Upstreams, pool, route::BuildError};
+
+/// Pending connections the kernel queues per listening socket. Bursts of
+/// thousands of new clients (load tests, a fleet restarting) must not
+/// overflow it; the kernel caps it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: i32 = 4096;
 
 /// Why sluice could not start.
 #[derive(Debug, thiserror::Error)]
@@ -29,15 +42,19 @@ pub enum StartError {
     },
     #[error(transparent)]
     Upstreams(#[from] BuildError),
+    #[error("cannot start a worker thread: {0}")]
+    Worker(std::io::Error),
 }
 
-/// A running sluice: its address and the means to stop it.
+/// A running sluice: its address and the means to stop it. Dropping it
+/// starts the graceful shutdown.
 #[derive(Debug)]
 pub struct Running {
     addr: SocketAddr,
     lifecycle: Arc<Lifecycle>,
     shutdown: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    /// Closed when every worker has exited.
+    done: mpsc::Receiver<()>,
 }
 
 impl Running {
@@ -60,66 +77,173 @@ impl Running {
         let _ = self.shutdown.send(true);
     }
 
-    /// Waits until the server has stopped.
-    pub async fn wait(self) {
-        if let Err(error) = self.task.await {
-            tracing::error!(%error, "server task failed");
-        }
+    /// Waits until every worker has stopped.
+    pub async fn wait(mut self) {
+        while self.done.recv().await.is_some() {}
     }
 }
 
-/// Binds the listener, builds the pipeline and starts serving.
-pub async fn start(config: Config) -> Result<Running, StartError> {
-    let upstreams = Arc::new(Upstreams::from_config(&config)?);
-    let addr = config.server.listen;
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })?;
-    let addr = listener.local_addr().unwrap_or(addr);
-    let lifecycle = Arc::new(Lifecycle::default());
-    // Install the recorder before the first request is counted.
-    let _ = crate::observe::prometheus();
-    let stack = crate::stack::build(
-        crate::stack::Settings::from(&config),
-        lifecycle.clone(),
-        upstreams.clone(),
-    );
-    for upstream in upstreams.iter() {
-        pool::prewarm(upstream);
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown();
     }
-    let (shutdown, shutdown_rx) = watch::channel(false);
-    let settings = Settings {
+}
+
+/// Binds the listeners, builds one pipeline per worker and starts serving.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    // Install the recorder before any metric handle is taken.
+    let _ = crate::observe::prometheus();
+    let workers = worker_count(config.server.workers);
+    let worker_config = per_worker(&config, workers);
+    // Every worker's clients are built here so a bad upstream fails the
+    // start, not a thread.
+    let upstreams = (0..workers)
+        .map(|_| Upstreams::from_config(&worker_config).map(Arc::new))
+        .collect::<Result<Vec<_>, _>>()?;
+    let listeners = bind(config.server.listen, workers)?;
+    let addr = listeners
+        .first()
+        .and_then(|l| l.local_addr().ok())
+        .unwrap_or(config.server.listen);
+
+    let lifecycle = Arc::new(Lifecycle::default());
+    let settings = Settings::from(&config);
+    let shared = Shared::new(&settings, lifecycle.clone());
+    let conn = ConnSettings {
         header_read_timeout: config.server.header_read_timeout,
         shutdown_grace: config.server.shutdown_grace,
     };
-    let task = tokio::spawn(serve(
-        listener,
-        stack,
-        settings,
-        shutdown_rx,
-        lifecycle.clone(),
-    ));
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let (done_tx, done) = mpsc::channel::<()>(1);
+    for (index, (listener, upstreams)) in listeners.into_iter().zip(upstreams).enumerate() {
+        let worker = Worker {
+            listener,
+            upstreams,
+            settings,
+            shared: shared.clone(),
+            conn,
+            shutdown: shutdown_rx.clone(),
+        };
+        let done_tx = done_tx.clone();
+        std::thread::Builder::new()
+            .name(format!("sluice-worker-{index}"))
+            .spawn(move || {
+                worker.run();
+                // Dropping the sender tells `Running::wait` this one is done.
+                drop(done_tx);
+            })
+            .map_err(StartError::Worker)?;
+    }
     lifecycle.set(Phase::Ready);
-    tracing::info!(%addr, upstreams = upstreams.iter().count(), "sluice listening");
+    tracing::info!(%addr, workers, upstreams = config.upstreams.len(), "sluice listening");
     Ok(Running {
         addr,
         lifecycle,
         shutdown,
-        task,
+        done,
     })
 }
 
-struct Settings {
+fn worker_count(configured: usize) -> usize {
+    if configured > 0 {
+        return configured;
+    }
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// The config one worker builds its upstream clients from: the pool sizes
+/// and pre-warmed connections of `[[upstreams]]` are for the whole process,
+/// so each worker gets its share (rounded up).
+fn per_worker(config: &Config, workers: usize) -> Config {
+    let mut config = config.clone();
+    for upstream in &mut config.upstreams {
+        upstream.pool_max_idle = upstream.pool_max_idle.div_ceil(workers);
+        upstream.prewarm = upstream.prewarm.div_ceil(workers);
+    }
+    config
+}
+
+/// `workers` listening sockets on one address. With port 0 the first socket
+/// picks the port and the others join it.
+fn bind(addr: SocketAddr, workers: usize) -> Result<Vec<std::net::TcpListener>, StartError> {
+    let mut listeners = Vec::with_capacity(workers);
+    let mut bound = addr;
+    for _ in 0..workers {
+        let listener = listen(bound).map_err(|source| StartError::Bind { addr, source })?;
+        if let Ok(local) = listener.local_addr() {
+            bound = local;
+        }
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    #[cfg(unix)]
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ConnSettings {
     header_read_timeout: Duration,
     shutdown_grace: Duration,
 }
 
-async fn serve<S>(
+/// One worker: its listener, its upstream pools, its share of the stack.
+struct Worker {
+    listener: std::net::TcpListener,
+    upstreams: Arc<Upstreams>,
+    settings: Settings,
+    shared: Shared,
+    conn: ConnSettings,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Worker {
+    fn run(self) {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                tracing::error!(%error, "cannot start a worker's runtime");
+                return;
+            }
+        };
+        runtime.block_on(self.serve());
+    }
+
+    async fn serve(self) {
+        let listener = match TcpListener::from_std(self.listener) {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::error!(%error, "cannot register the listener");
+                return;
+            }
+        };
+        for upstream in self.upstreams.iter() {
+            pool::prewarm(upstream);
+        }
+        let lifecycle = self.shared.lifecycle.clone();
+        let stack = stack::build(self.settings, self.shared, self.upstreams);
+        accept_loop(listener, stack, self.conn, self.shutdown, &lifecycle).await;
+    }
+}
+
+async fn accept_loop<S>(
     listener: TcpListener,
     stack: S,
-    settings: Settings,
+    settings: ConnSettings,
     mut shutdown: watch::Receiver<bool>,
-    lifecycle: Arc<Lifecycle>,
+    lifecycle: &Lifecycle,
 ) where
     S: tower::Service<
             http::Request<crate::body::Body>,
@@ -147,7 +271,7 @@ async fn serve<S>(
     loop {
         tokio::select! {
             biased;
-            _ = shutdown.changed() => break,
+            _ = shutdown.wait_for(|stop| *stop) => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
                     let _ = stream.set_nodelay(true);
@@ -184,7 +308,7 @@ async fn serve<S>(
         "draining: no longer accepting, finishing in-flight requests"
     );
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("drained; stopped"),
+        () = graceful.shutdown() => tracing::debug!("worker drained"),
         () = tokio::time::sleep(settings.shutdown_grace) => {
             tracing::warn!("shutdown grace elapsed with requests still in flight; stopping anyway");
         }
@@ -216,5 +340,38 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => tracing::info!("SIGINT received"),
         () = terminate => tracing::info!("SIGTERM received"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_share_pools_and_prewarm() {
+        let mut config = Config::default();
+        config.upstreams[0].pool_max_idle = 64;
+        config.upstreams[0].prewarm = 3;
+        let split = per_worker(&config, 2);
+        assert_eq!(split.upstreams[0].pool_max_idle, 32);
+        assert_eq!(split.upstreams[0].prewarm, 2);
+        let zero = {
+            config.upstreams[0].prewarm = 0;
+            per_worker(&config, 4)
+        };
+        assert_eq!(zero.upstreams[0].prewarm, 0);
+    }
+
+    #[test]
+    fn port_zero_workers_share_one_port() {
+        let listeners = bind("127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()), 3)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let ports: Vec<u16> = listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .map(|a| a.port())
+            .collect();
+        assert_eq!(ports.len(), 3);
+        assert!(ports.iter().all(|p| *p == ports[0] && *p != 0));
     }
 }

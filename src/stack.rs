@@ -40,10 +40,28 @@ impl From<&Config> for Settings {
     }
 }
 
-/// Builds the whole request pipeline.
+/// What every worker's pipeline shares: the process's phase and the one
+/// concurrency limit for all workers.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    pub lifecycle: Arc<Lifecycle>,
+    pub load_shed: LoadShedLayer,
+}
+
+impl Shared {
+    pub fn new(settings: &Settings, lifecycle: Arc<Lifecycle>) -> Self {
+        Shared {
+            load_shed: LoadShedLayer::new(settings.max_concurrency, lifecycle.clone()),
+            lifecycle,
+        }
+    }
+}
+
+/// Builds the whole request pipeline (one per worker thread; `upstreams`
+/// holds that worker's own connection pools).
 pub fn build(
     settings: Settings,
-    lifecycle: Arc<Lifecycle>,
+    shared: Shared,
     upstreams: Arc<Upstreams>,
 ) -> impl Service<
     Request<Body>,
@@ -67,10 +85,10 @@ pub fn build(
         .layer(MetricsLayer)
         // Answers /healthz, /readyz and /metrics, and 404s anything outside
         // /v1/. Above load shedding so probes are answered under overload.
-        .layer(AdminLayer::new(lifecycle.clone()))
+        .layer(AdminLayer::new(shared.lifecycle.clone()))
         // At most `max_concurrency` requests (streams until their last byte);
         // the excess, and anything arriving while draining, gets 503.
-        .layer(LoadShedLayer::new(settings.max_concurrency, lifecycle))
+        .layer(shared.load_shed)
         // Bodies over `max_body_size` get 413 (declared ones before reading).
         .layer(BodyLimitLayer::new(body_limit))
         // No answer head within `request_timeout`: 504.
@@ -91,9 +109,10 @@ mod tests {
     #[test]
     fn layer_order_is_pinned() {
         let config = Config::default();
-        let lifecycle = Arc::new(Lifecycle::default());
+        let settings = Settings::from(&config);
+        let shared = Shared::new(&settings, Arc::new(Lifecycle::default()));
         let upstreams = Upstreams::from_config(&config).unwrap_or_else(|e| panic!("{e}"));
-        let stack = build(Settings::from(&config), lifecycle, Arc::new(upstreams));
+        let stack = build(settings, shared, Arc::new(upstreams));
         let type_name = std::any::type_name_of_val(&stack);
         let expected = [
             "RequestIdService",

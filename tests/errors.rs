@@ -243,3 +243,28 @@ async fn over_max_concurrency_gets_503_with_retry_after() {
     assert_eq!(slow.await.unwrap(), 200);
     next_request_is_served(&h).await;
 }
+
+#[tokio::test]
+async fn slow_client_headers_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::start_with(MockOptions::default(), |c| {
+        c.server.header_read_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(h.sluice.addr())
+        .await
+        .unwrap();
+    // Headers that never end.
+    stream
+        .write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "connection still open after the header timeout"
+    );
+    assert_eq!(h.mock.request_count(), 0);
+    next_request_is_served(&h).await;
+}

@@ -132,6 +132,10 @@ def cmd_streams(a):
         # relayed to its end (the mock answers identical requests identically).
         "all_complete": ok == a.streams and other == 0 and errors == 0 and ref_done
         and total_data == a.streams * len(ref),
+        "connect_max_ms": ((res.get("details", {}).get("DNSDialup") or {}).get("slowest") or 0.0)
+        * 1000.0,
+        "listen_overflows": a.listen_overflows,
+        "listen_backlog": a.listen_backlog,
         "first_byte_p50_ms": (fb.get("p50") or 0.0) * 1000.0,
         "first_byte_p99_ms": (fb.get("p99") or 0.0) * 1000.0,
         "duration_p50_s": pct.get("p50"),
@@ -152,6 +156,10 @@ def med(xs):
 
 def fmt(x, nd=1):
     return "-" if x is None else f"{x:,.{nd}f}"
+
+
+def fmt_signed(x, nd=2):
+    return "-" if x is None else f"{x:+,.{nd}f}"
 
 
 def ratio(a, b):
@@ -201,15 +209,18 @@ def table(scenario, title, runs):
         "nginx_added_p50_ms": diff(n.get("p50"), d.get("p50")),
         "nginx_added_p99_ms": diff(n.get("p99"), d.get("p99")),
     }
+    # Closed-loop latencies are taken at each target's own (different) throughput;
+    # only the fixed-rate runs compare latency at equal load.
+    caveat = " (at unequal throughputs; see the fixed-rate tables)" if scenario.startswith("closed") else ""
     lines += [
         "",
         f"- throughput sluice / nginx: **{fmt(derived['throughput_sluice_over_nginx'], 2)}x**",
         f"- CPU per request sluice / nginx: **{fmt(derived['cpu_sluice_over_nginx'], 2)}x** "
         f"({fmt(s.get('cpu'), 3)} vs {fmt(n.get('cpu'), 3)} ms)",
-        f"- added over direct, p50: sluice **+{fmt(derived['sluice_added_p50_ms'], 2)} ms**, "
-        f"nginx +{fmt(derived['nginx_added_p50_ms'], 2)} ms",
-        f"- added over direct, p99: sluice **+{fmt(derived['sluice_added_p99_ms'], 2)} ms**, "
-        f"nginx +{fmt(derived['nginx_added_p99_ms'], 2)} ms",
+        f"- added over direct, p50: sluice **{fmt_signed(derived['sluice_added_p50_ms'])} ms**, "
+        f"nginx {fmt_signed(derived['nginx_added_p50_ms'])} ms{caveat}",
+        f"- added over direct, p99: sluice **{fmt_signed(derived['sluice_added_p99_ms'])} ms**, "
+        f"nginx {fmt_signed(derived['nginx_added_p99_ms'])} ms{caveat}",
         "",
     ]
     return "\n".join(lines), derived
@@ -268,8 +279,16 @@ def cmd_report(a):
         )
         out.append(
             f"- time to first byte: p50 {fmt(st['first_byte_p50_ms'], 1)} ms, "
-            f"p99 {fmt(st['first_byte_p99_ms'], 1)} ms"
+            f"p99 {fmt(st['first_byte_p99_ms'], 1)} ms; slowest TCP connect to sluice "
+            f"{fmt(st['connect_max_ms'], 1)} ms"
         )
+        if st.get("listen_overflows") is not None:
+            out.append(
+                f"- listen queue overflows during the run (kernel-wide TcpExt ListenOverflows, "
+                f"sluice's and the mock's listeners): {st['listen_overflows']}; sluice's listen "
+                f"backlog: {st.get('listen_backlog') if st.get('listen_backlog') is not None else '?'}"
+                " (an overflowed SYN is retried by the client after 1 s)"
+            )
         out.append(
             f"- sluice memory: VmRSS {st['rss_before_kb'] / 1024:.1f} MiB before, "
             f"{st['rss_max_kb'] / 1024:.1f} MiB at most while open, VmHWM (peak) "
@@ -323,6 +342,8 @@ def main():
     s.add_argument("--hwm-kb", type=int, required=True)
     s.add_argument("--rss-after-kb", type=int, required=True)
     s.add_argument("--max-conns", type=int, required=True)
+    s.add_argument("--listen-overflows", type=int)
+    s.add_argument("--listen-backlog", type=int)
     s.set_defaults(fn=cmd_streams)
 
     m = sub.add_parser("report")

@@ -5,7 +5,7 @@
 # per scenario (median across rounds) with sluice/nginx ratios and the latency each
 # proxy adds over direct, and keeps raw results in benches/load/out/<timestamp>/.
 #
-#   benches/load/run.sh            full run (10 s per load run, 2 rounds, ~6 min)
+#   benches/load/run.sh            full run (10 s per load run, 2 rounds, ~5 min)
 #   benches/load/run.sh --quick    short trial (3 s per run, 1 round)
 #
 # Environment: SLUICE_BIN (skip the build), DURATION, ROUNDS, CONNS, RATE, STREAMS,
@@ -15,7 +15,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 
-usage() { sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 QUICK=0
 for arg in "$@"; do
@@ -162,17 +162,24 @@ cpu_ticks() {
     done
     echo "$total"
 }
+listen_overflows() { # kernel-wide TcpExt ListenOverflows
+    awk '/^TcpExt:/ { if (!n) { for (i = 1; i <= NF; i++) if ($i == "ListenOverflows") c = i; n = 1 } else print $c }' /proc/net/netstat
+}
 status_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
 
-wait_ready() { # name url [curl args...]: until a 200 within 15 s
-    local name=$1 url=$2 code
-    shift 2
+wait_ready() { # name pid url [curl args...]: until a 200 within 15 s
+    local name=$1 pid=$2 url=$3 code=""
+    shift 3
     for _ in $(seq 1 150); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            tail -n 5 "$TMP/$name.log" "$TMP/$name/error.log" 2>/dev/null >&2 || true
+            die "$name exited at start (logs above)"
+        fi
         code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$@" "$url" || true)
         [[ $code == 200 ]] && return 0
         sleep 0.1
     done
-    die "$name did not answer 200 at $url (last status $code); see $TMP/$name.log"
+    die "$name did not answer 200 at $url (last status $code)"
 }
 
 start_nginx() { # name listen template upstream
@@ -189,11 +196,18 @@ start_nginx() { # name listen template upstream
     eval "PID_${name//-/_}=$!"
 }
 
+# sluice reads every SLUICE_* variable as a config key (SLUICE_BIN would be an unknown
+# key): its processes get none but the two set here, and no RUST_LOG.
+SLUICE_ENV=(-u RUST_LOG)
+for v in $(compgen -e); do
+    if [[ $v == SLUICE_* ]]; then SLUICE_ENV+=(-u "$v"); fi
+done
+
 start_sluice() { # name listen upstream-base-url
     local name=$1
     # Run from the temp dir so no config/sluice.toml is picked up: built-in defaults,
     # with the cache off so the forwarding path is what gets measured.
-    (cd "$TMP" && exec env -u RUST_LOG SLUICE_LOG__LEVEL=warn SLUICE_CACHE__ENABLED=false \
+    (cd "$TMP" && exec env "${SLUICE_ENV[@]}" SLUICE_LOG__LEVEL=warn SLUICE_CACHE__ENABLED=false \
         "$SLUICE" serve --listen "$2" --upstream "$3") >"$TMP/$name.log" 2>&1 &
     PIDS+=($!)
     eval "PID_${name//-/_}=$!"
@@ -215,9 +229,9 @@ REQ=$HERE/fixtures/request.json
 REQ_STREAM=$HERE/fixtures/request-stream.json
 HDRS=(-H 'content-type: application/json' -H 'authorization: Bearer sk-bench')
 
-wait_ready upstream "${URL[direct]}" -X POST --data-binary "@$REQ" "${HDRS[@]}"
-wait_ready sluice "http://127.0.0.1:$P_SLUICE/readyz"
-wait_ready nginx "${URL[nginx]}" -X POST --data-binary "@$REQ" "${HDRS[@]}"
+wait_ready upstream "$PID_upstream" "${URL[direct]}" -X POST --data-binary "@$REQ" "${HDRS[@]}"
+wait_ready sluice "$PID_sluice" "http://127.0.0.1:$P_SLUICE/readyz"
+wait_ready nginx "$PID_nginx" "${URL[nginx]}" -X POST --data-binary "@$REQ" "${HDRS[@]}"
 NGINX_PROCS=$(($(pgrep -c -P "$PID_nginx") + 1))
 SLUICE_IDLE_RSS=$(status_kb "$PID_sluice" VmRSS)
 
@@ -259,6 +273,15 @@ oha_args() { # scenario -> oha arguments except the URL
     if [[ $s == *_stream ]]; then a+=(-D "$REQ_STREAM"); else a+=(-D "$REQ"); fi
     printf '%q ' "${a[@]}"
 }
+show_args() { # oha arguments as one would type them, fixture paths relative to the repo
+    local a out=""
+    for a in "$@"; do
+        a=${a#"$ROOT/"}
+        [[ $a == *[\ \$]* ]] && a="'$a'"
+        out+="$a "
+    done
+    printf '%s' "$out"
+}
 
 TARGETS=(direct sluice nginx)
 total=$((ROUNDS * ${#SCENARIOS[@]} * ${#TARGETS[@]}))
@@ -296,6 +319,7 @@ for round in $(seq 1 "$ROUNDS"); do
                 rec+=(--rss-kb "$(status_kb "$ppid" VmRSS)" --hwm-kb "$(status_kb "$ppid" VmHWM)")
             fi
             python3 "$HERE/bench.py" record "${rec[@]}" >>"$RUNS"
+            [[ -s $json.err ]] || rm -f "$json.err"
         done
     done
 done
@@ -305,11 +329,11 @@ STREAMS_JSON=""
 STREAMS_UPSTREAM="sluice mock-upstream --chunk-delay-ms $CHUNK_DELAY_MS --chunks $STREAM_CHUNKS"
 if [[ $SKIP_STREAMS != 1 ]]; then
     log "open streams: $STREAMS streamed requests through a fresh sluice, upstream: $STREAMS_UPSTREAM"
-    (cd "$TMP" && exec env -u RUST_LOG "$SLUICE" mock-upstream --listen "127.0.0.1:$P_MOCK" \
+    (cd "$TMP" && exec env "${SLUICE_ENV[@]}" "$SLUICE" mock-upstream --listen "127.0.0.1:$P_MOCK" \
         --chunk-delay-ms "$CHUNK_DELAY_MS" --chunks "$STREAM_CHUNKS") >"$TMP/mock.log" 2>&1 &
     PIDS+=($!)
     start_sluice sluice2 "127.0.0.1:$P_SLUICE2" "http://127.0.0.1:$P_MOCK/v1"
-    wait_ready sluice2 "http://127.0.0.1:$P_SLUICE2/readyz"
+    wait_ready sluice2 "$PID_sluice2" "http://127.0.0.1:$P_SLUICE2/readyz"
     url="http://127.0.0.1:$P_SLUICE2/v1/chat/completions"
     stream_secs=$(((STREAM_CHUNKS + 2) * CHUNK_DELAY_MS / 1000 + 1))
     limit=$((stream_secs * 3 + 60))
@@ -327,6 +351,7 @@ if [[ $SKIP_STREAMS != 1 ]]; then
     PIDS+=("$oha_pid")
     port_hex=$(printf '%04X' "$P_SLUICE2")
     rss_max=$rss_before max_conns=0
+    overflows0=$(listen_overflows)
     while kill -0 "$oha_pid" 2>/dev/null; do
         rss=$(status_kb "$PID_sluice2" VmRSS || echo 0)
         ((rss > rss_max)) && rss_max=$rss
@@ -339,6 +364,8 @@ if [[ $SKIP_STREAMS != 1 ]]; then
     wait "$oha_pid" || oha_rc=$?
     wait "$ref_pid" || true
     hwm=$(status_kb "$PID_sluice2" VmHWM)
+    overflows=$(($(listen_overflows) - overflows0))
+    backlog=$(ss -Hltn "sport = :$P_SLUICE2" 2>/dev/null | awk '{ print $3; exit }' || true)
     sleep 1
     rss_after=$(status_kb "$PID_sluice2" VmRSS)
     if [[ $oha_rc -ne 0 ]]; then
@@ -349,8 +376,10 @@ if [[ $SKIP_STREAMS != 1 ]]; then
         python3 "$HERE/bench.py" streams --oha "$OUT/oha/open-streams.json" \
             --reference "$TMP/reference.sse" --streams "$STREAMS" \
             --rss-before-kb "$rss_before" --rss-max-kb "$rss_max" --hwm-kb "$hwm" \
-            --rss-after-kb "$rss_after" --max-conns "$max_conns" >"$STREAMS_JSON"
+            --rss-after-kb "$rss_after" --max-conns "$max_conns" \
+            --listen-overflows "$overflows" ${backlog:+--listen-backlog "$backlog"} >"$STREAMS_JSON"
         cp "$TMP/reference.sse" "$OUT/open-streams-reference.sse"
+        [[ -s $OUT/oha/open-streams.err ]] || rm -f "$OUT/oha/open-streams.err"
     fi
 fi
 
@@ -381,8 +410,10 @@ M_DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
 M_MACHINE="$(nproc) CPUs ($cpu_model), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, Linux $(uname -r), shared with other work"
 M_VERSIONS="sluice $("$SLUICE" --version | awk '{ print $NF }') (git $rev$dirty), $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), $("$OHA" --version)"
 M_SETTINGS="$DURATION per run, $ROUNDS round(s), targets interleaved; nginx worker_processes $NGINX_WORKERS ($NGINX_PROCS processes incl. master), keepalive 64 to the upstream; sluice built-in defaults with the cache off, log level warn; open files limit $NOFILE"
-M_OHA_CLOSED="oha $(oha_args closed_plain)URL"
-M_OHA_RATE="oha $(oha_args rate_stream)URL?stream=1"
+eval "args=($(oha_args closed_plain))"
+M_OHA_CLOSED="oha $(show_args "${args[@]}")URL"
+eval "args=($(oha_args rate_stream))"
+M_OHA_RATE="oha $(show_args "${args[@]}")URL?stream=1"
 M_STREAMS_UPSTREAM="$STREAMS_UPSTREAM (each stream ~$(((STREAM_CHUNKS + 2) * CHUNK_DELAY_MS / 1000)) s)"
 M_SCENARIOS=$(for k in "${SCENARIOS[@]}"; do printf '%s\t%s\n' "$k" "${TITLE[$k]}"; done)
 python3 - <<'EOF_PY'

@@ -77,7 +77,7 @@ pub struct ServerConfig {
     /// Largest request body accepted (larger: 413).
     #[serde(with = "de::size")]
     pub max_body_size: ByteSize,
-    /// Longest a request may take end to end.
+    /// Longest wait for an answer to begin (its head); past it, 504.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
     /// Time in-flight requests get to finish after SIGTERM/SIGINT.
@@ -88,6 +88,9 @@ pub struct ServerConfig {
     /// Time a client gets to send its request headers.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// Worker threads, each serving its own share of connections with its
+    /// own upstream pools; 0 = one per CPU core.
+    pub workers: usize,
 }
 
 impl Default for ServerConfig {
@@ -99,6 +102,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(30),
             max_concurrency: 4096,
             header_read_timeout: Duration::from_secs(30),
+            workers: 0,
         }
     }
 }
