@@ -1,12 +1,19 @@
 //! A parsed request to one of the understood endpoints.
 //!
-//! The body is parsed once, at ingress, into a JSON object that keeps every
-//! field as sent (unknown ones included, in their order). Layers read it through
-//! typed accessors; a layer that rewrites it marks it modified. Unmodified
-//! requests are forwarded as the client's original bytes.
+//! The body is parsed once, at ingress: the whole document is validated and
+//! its top-level object split into fields, each kept as the exact bytes the
+//! client sent (a slice of the original body, nothing copied). Layers read a
+//! field by deserializing just that field, and replace fields they rewrite.
+//! Unknown fields, their order, and numbers as written are kept. A request no
+//! layer changed is forwarded as the client's original bytes.
+
+use std::borrow::Cow;
+use std::fmt;
 
 use bytes::Bytes;
-use serde_json::{Map, Value};
+use serde::Deserialize;
+use serde::de::{self, DeserializeOwned, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
 
 use super::Endpoint;
 
@@ -15,8 +22,17 @@ use super::Endpoint;
 pub struct ApiRequest {
     endpoint: Endpoint,
     original: Bytes,
-    body: Map<String, Value>,
+    fields: Vec<Field>,
+    model: Option<String>,
+    stream: bool,
     modified: bool,
+}
+
+/// One top-level field: its key and its value's JSON text.
+#[derive(Debug, Clone)]
+struct Field {
+    key: String,
+    value: Bytes,
 }
 
 /// Why a body could not be parsed.
@@ -31,15 +47,40 @@ pub enum ParseError {
 impl ApiRequest {
     /// Parses `original` as the JSON object body of a request to `endpoint`.
     pub fn parse(endpoint: Endpoint, original: Bytes) -> Result<ApiRequest, ParseError> {
-        match serde_json::from_slice::<Value>(&original)? {
-            Value::Object(body) => Ok(ApiRequest {
-                endpoint,
-                original,
-                body,
-                modified: false,
-            }),
-            _ => Err(ParseError::NotAnObject),
+        let first = original.iter().find(|b| !b.is_ascii_whitespace()).copied();
+        if first != Some(b'{') {
+            // Valid JSON that is not an object, or not JSON at all.
+            serde_json::from_slice::<IgnoredAny>(&original)?;
+            return Err(ParseError::NotAnObject);
         }
+        let top: TopLevel<'_> = serde_json::from_slice(&original)?;
+        let base = original.as_ptr() as usize;
+        let fields: Vec<Field> = top
+            .0
+            .into_iter()
+            .map(|(key, raw)| {
+                let text = raw.get();
+                let start = text.as_ptr() as usize - base;
+                Field {
+                    key: key.into_owned(),
+                    value: original.slice(start..start + text.len()),
+                }
+            })
+            .collect();
+        let mut request = ApiRequest {
+            endpoint,
+            original,
+            fields,
+            model: None,
+            stream: false,
+            modified: false,
+        };
+        request.model = request.get::<String>("model").and_then(Result::ok);
+        request.stream = request
+            .get::<bool>("stream")
+            .and_then(Result::ok)
+            .unwrap_or(false);
+        Ok(request)
     }
 
     pub fn endpoint(&self) -> Endpoint {
@@ -48,26 +89,69 @@ impl ApiRequest {
 
     /// The `model` field, when it is a string.
     pub fn model(&self) -> Option<&str> {
-        self.body.get("model").and_then(Value::as_str)
+        self.model.as_deref()
     }
 
     /// Whether the client asked for a streamed (SSE) answer.
     pub fn stream(&self) -> bool {
-        self.body
-            .get("stream")
-            .and_then(Value::as_bool)
-            .unwrap_or(false)
+        self.stream
     }
 
-    /// The parsed body, read-only.
-    pub fn body(&self) -> &Map<String, Value> {
-        &self.body
+    /// The JSON text of a top-level field, as sent. With duplicate keys the
+    /// last one counts, as in most JSON parsers.
+    pub fn raw(&self, key: &str) -> Option<&[u8]> {
+        self.fields
+            .iter()
+            .rev()
+            .find(|f| f.key == key)
+            .map(|f| f.value.as_ref())
     }
 
-    /// The parsed body for rewriting; the request is then sent re-serialized.
-    pub fn body_mut(&mut self) -> &mut Map<String, Value> {
+    /// A top-level field deserialized as `T`; `None` when absent.
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Option<Result<T, serde_json::Error>> {
+        self.raw(key).map(serde_json::from_slice)
+    }
+
+    /// Sets (or adds, at the end) a top-level field; the request is then
+    /// sent re-serialized.
+    pub fn set(
+        &mut self,
+        key: &str,
+        value: &impl serde::Serialize,
+    ) -> Result<(), serde_json::Error> {
+        let value = Bytes::from(serde_json::to_vec(value)?);
+        match self.fields.iter_mut().rev().find(|f| f.key == key) {
+            Some(field) => field.value = value,
+            None => self.fields.push(Field {
+                key: key.to_owned(),
+                value,
+            }),
+        }
+        self.after_change(key);
+        Ok(())
+    }
+
+    /// Removes a top-level field (every occurrence).
+    pub fn remove(&mut self, key: &str) {
+        let before = self.fields.len();
+        self.fields.retain(|f| f.key != key);
+        if self.fields.len() != before {
+            self.after_change(key);
+        }
+    }
+
+    fn after_change(&mut self, key: &str) {
         self.modified = true;
-        &mut self.body
+        match key {
+            "model" => self.model = self.get::<String>("model").and_then(Result::ok),
+            "stream" => {
+                self.stream = self
+                    .get::<bool>("stream")
+                    .and_then(Result::ok)
+                    .unwrap_or(false);
+            }
+            _ => {}
+        }
     }
 
     /// Whether a layer has rewritten the body.
@@ -75,63 +159,168 @@ impl ApiRequest {
         self.modified
     }
 
-    /// The bytes to send upstream: the client's own bytes unless modified.
+    /// The bytes to send upstream: the client's own bytes unless modified;
+    /// then the fields in order, unchanged ones exactly as sent.
     pub fn to_bytes(&self) -> Bytes {
         if !self.modified {
             return self.original.clone();
         }
-        match serde_json::to_vec(&self.body) {
-            Ok(bytes) => bytes.into(),
-            // A map of JSON values always serializes; keep the original if not.
-            Err(_) => self.original.clone(),
+        let len: usize = self
+            .fields
+            .iter()
+            .map(|f| f.key.len() + f.value.len() + 4)
+            .sum();
+        let mut out = Vec::with_capacity(len + 2);
+        out.push(b'{');
+        for (i, field) in self.fields.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            // Writing a string into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut out, &field.key);
+            out.push(b':');
+            out.extend_from_slice(&field.value);
         }
+        out.push(b'}');
+        out.into()
+    }
+}
+
+/// The top-level object as (key, raw value) pairs borrowed from the input.
+struct TopLevel<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for TopLevel<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = TopLevel<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some(key) = map.next_key::<Key<'de>>()? {
+                    fields.push((key.0, map.next_value::<&'de RawValue>()?));
+                }
+                Ok(TopLevel(fields))
+            }
+        }
+        deserializer.deserialize_map(Fields)
+    }
+}
+
+/// A key, borrowed unless it had escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{Value, json};
 
     fn parse(s: &'static str) -> Result<ApiRequest, ParseError> {
         ApiRequest::parse(Endpoint::ChatCompletions, Bytes::from_static(s.as_bytes()))
     }
 
+    fn ok(s: &'static str) -> ApiRequest {
+        parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
     #[test]
     fn reads_model_and_stream() {
-        let req = parse(r#"{"model":"gpt-4o","stream":true,"messages":[]}"#);
-        let req = req.unwrap_or_else(|e| panic!("{e}"));
+        let req = ok(r#"{"model":"gpt-4o","stream":true,"messages":[]}"#);
         assert_eq!(req.model(), Some("gpt-4o"));
         assert!(req.stream());
-        let req = parse(r#"{"model":7}"#).unwrap_or_else(|e| panic!("{e}"));
+        let req = ok(r#"{"model":7, "stream": "yes"}"#);
         assert_eq!(req.model(), None);
         assert!(!req.stream());
+        let req = ok(r#" {"mo\u0064el" : "esc\"aped"} "#);
+        assert_eq!(req.model(), Some("esc\"aped"));
     }
 
     #[test]
     fn rejects_non_objects_and_bad_json() {
         assert!(matches!(parse("[1,2]"), Err(ParseError::NotAnObject)));
-        assert!(matches!(parse("\"x\""), Err(ParseError::NotAnObject)));
-        assert!(matches!(parse("{"), Err(ParseError::InvalidJson(_))));
-        assert!(matches!(parse(""), Err(ParseError::InvalidJson(_))));
+        assert!(matches!(parse(" \"x\""), Err(ParseError::NotAnObject)));
+        assert!(matches!(parse("null"), Err(ParseError::NotAnObject)));
+        for bad in [
+            "{",
+            "",
+            "[1,",
+            "{\"a\":}",
+            "{\"a\":1} trailing",
+            "{\"a\":[1,}",
+            "{\"a\":\"\\x\"}",
+        ] {
+            assert!(
+                matches!(parse(bad), Err(ParseError::InvalidJson(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn fields_read_on_demand() {
+        let req = ok(r#"{"messages":[{"role":"user","content":"hi"}],"n":2,"temperature":0.50}"#);
+        let messages: Value = req.get("messages").and_then(Result::ok).unwrap_or_default();
+        assert_eq!(messages[0]["content"], "hi");
+        assert_eq!(req.raw("temperature"), Some(&b"0.50"[..]));
+        assert_eq!(req.get::<u32>("n").and_then(Result::ok), Some(2));
+        assert!(req.raw("missing").is_none());
     }
 
     #[test]
     fn unmodified_requests_keep_their_exact_bytes() {
         let raw = "{ \"z\": 1,\n \"model\": \"m\", \"x_unknown\": {\"a\": [1.50]} }";
-        let req = parse(raw).unwrap_or_else(|e| panic!("{e}"));
+        let req = ok(raw);
         assert_eq!(req.to_bytes(), raw.as_bytes());
         assert!(!req.is_modified());
     }
 
     #[test]
-    fn modified_requests_keep_unknown_fields_in_order() {
-        let mut req =
-            parse(r#"{"z":1,"model":"m","x_unknown":{"a":[1]}}"#).unwrap_or_else(|e| panic!("{e}"));
-        req.body_mut().insert("model".into(), Value::from("n"));
+    fn modified_requests_keep_other_fields_as_written_and_in_order() {
+        let mut req = ok(r#"{"z":1.50,"model":"m","x_unknown":{"a":[1e3]}}"#);
+        req.set("model", &"n").unwrap_or_else(|e| panic!("{e}"));
         assert!(req.is_modified());
+        assert_eq!(req.model(), Some("n"));
         assert_eq!(
             req.to_bytes(),
-            r#"{"z":1,"model":"n","x_unknown":{"a":[1]}}"#.as_bytes()
+            r#"{"z":1.50,"model":"n","x_unknown":{"a":[1e3]}}"#.as_bytes()
         );
+        req.set("stream", &true).unwrap_or_else(|e| panic!("{e}"));
+        assert!(req.stream());
+        req.remove("z");
+        let v: Value = serde_json::from_slice(&req.to_bytes()).unwrap_or_default();
+        assert_eq!(
+            v,
+            json!({"model": "n", "x_unknown": {"a": [1000.0]}, "stream": true})
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_last_wins() {
+        let req = ok(r#"{"model":"a","model":"b"}"#);
+        assert_eq!(req.model(), Some("b"));
     }
 }

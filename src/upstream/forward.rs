@@ -41,13 +41,16 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 /// Sends `req` to `upstream` and returns its answer, body still streaming.
+/// The upstream's `timeout` bounds the whole exchange, answer body included.
 pub async fn forward(
     upstream: &Upstream,
     req: Request<Body>,
     body_limit: u64,
 ) -> Result<Response<Body>, Error> {
     let (mut parts, body) = req.into_parts();
-    let url = upstream_url(&upstream.base_url, &parts.uri);
+    parts.uri = upstream_uri(upstream, &parts.uri)?;
+    // The pooled client speaks HTTP/2 on its own when the upstream offers it.
+    parts.version = http::Version::HTTP_11;
     let api = parts.extensions.remove::<ApiRequest>();
     strip_request_headers(&mut parts.headers);
     if let Some(authorization) = &upstream.authorization {
@@ -59,30 +62,30 @@ pub async fn forward(
         Some(api) => {
             // The body may have been rewritten: its length is the new one.
             parts.headers.remove(header::CONTENT_LENGTH);
-            reqwest::Body::from(api.to_bytes())
+            body::full(api.to_bytes())
         }
-        None => reqwest::Body::wrap(body),
+        None => body,
     };
 
     let started = Instant::now();
-    let sent = upstream
-        .client
-        .request(parts.method, url)
-        .headers(parts.headers)
-        .timeout(upstream.timeout)
-        .body(body)
-        .send()
-        .await;
+    let mut deadline = Box::pin(tokio::time::sleep(upstream.timeout));
+    let sent = tokio::select! {
+        biased;
+        sent = upstream.client.request(Request::from_parts(parts, body)) => sent,
+        () = deadline.as_mut() => {
+            count_error(upstream, "timeout");
+            return Err(UpstreamError::Timeout { upstream: upstream.name.clone() }.into());
+        }
+    };
     let answer = match sent {
         Ok(answer) => answer,
         Err(error) => return Err(classify(upstream, &error, body_limit)),
     };
-    metrics::histogram!(UPSTREAM_DURATION, "upstream" => upstream.name.clone())
+    metrics::histogram!(UPSTREAM_DURATION, "upstream" => upstream.label.clone())
         .record(started.elapsed().as_secs_f64());
-    metrics::counter!(UPSTREAM_REQUESTS_TOTAL, "upstream" => upstream.name.clone(), "status" => status_label(answer.status()))
+    metrics::counter!(UPSTREAM_REQUESTS_TOTAL, "upstream" => upstream.label.clone(), "status" => status_label(answer.status()))
         .increment(1);
 
-    let answer: Response<reqwest::Body> = answer.into();
     let (mut parts, body) = answer.into_parts();
     strip_response_headers(&mut parts.headers);
     parts
@@ -91,17 +94,87 @@ pub async fn forward(
     parts
         .headers
         .insert(X_SLUICE_ATTEMPTS.clone(), HeaderValue::from_static("1"));
+    let body = Deadline {
+        inner: body,
+        deadline,
+    };
     Ok(Response::from_parts(parts, body::boxed(body)))
 }
 
 /// `{base_url}{path after /v1}{?query}`.
-fn upstream_url(base_url: &str, uri: &http::Uri) -> String {
-    let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let rest = path_and_query.strip_prefix("/v1").unwrap_or(path_and_query);
-    let mut url = String::with_capacity(base_url.len() + rest.len());
-    url.push_str(base_url);
-    url.push_str(rest);
-    url
+fn upstream_uri(upstream: &Upstream, uri: &http::Uri) -> Result<http::Uri, Error> {
+    let path = uri.path();
+    let rest = path.strip_prefix("/v1").unwrap_or(path);
+    let query = uri.query();
+    let mut joined = String::with_capacity(
+        upstream.base_path.len() + rest.len() + query.map_or(0, |q| q.len() + 1),
+    );
+    joined.push_str(&upstream.base_path);
+    joined.push_str(rest);
+    if joined.is_empty() {
+        joined.push('/');
+    }
+    if let Some(query) = query {
+        joined.push('?');
+        joined.push_str(query);
+    }
+    http::Uri::builder()
+        .scheme(upstream.scheme.clone())
+        .authority(upstream.authority.clone())
+        .path_and_query(joined)
+        .build()
+        .map_err(|e| {
+            UpstreamError::Failed {
+                upstream: upstream.name.clone(),
+                reason: format!("cannot build the upstream URL: {e}"),
+            }
+            .into()
+        })
+}
+
+pin_project_lite::pin_project! {
+    /// The upstream's answer body, failing once the upstream's deadline has
+    /// passed (a stream that stalls past `timeout` ends instead of hanging).
+    struct Deadline<B> {
+        #[pin]
+        inner: B,
+        deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    }
+}
+
+impl<B> http_body::Body for Deadline<B>
+where
+    B: http_body::Body<Data = bytes::Bytes>,
+    B::Error: Into<body::BoxError>,
+{
+    type Data = bytes::Bytes;
+    type Error = body::BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, body::BoxError>>> {
+        use std::future::Future;
+        use std::task::Poll;
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(frame) => Poll::Ready(frame.map(|f| f.map_err(Into::into))),
+            Poll::Pending => match this.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    Poll::Ready(Some(Err("upstream timeout passed mid-answer".into())))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Removes what must not travel upstream: hop-by-hop headers (and those the
@@ -145,15 +218,17 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Turns a failed send into sluice's error, and counts it.
-fn classify(upstream: &Upstream, error: &reqwest::Error, body_limit: u64) -> Error {
+fn classify(
+    upstream: &Upstream,
+    error: &hyper_util::client::legacy::Error,
+    body_limit: u64,
+) -> Error {
     let name = || upstream.name.clone();
     let (kind, error) = if is_length_limit_error(error) {
         (
             "request_body",
             UpstreamError::RequestBodyTooLarge { limit: body_limit },
         )
-    } else if error.is_timeout() {
-        ("timeout", UpstreamError::Timeout { upstream: name() })
     } else if error.is_connect() {
         (
             "connect",
@@ -171,9 +246,13 @@ fn classify(upstream: &Upstream, error: &reqwest::Error, body_limit: u64) -> Err
             },
         )
     };
-    metrics::counter!(UPSTREAM_ERRORS_TOTAL, "upstream" => upstream.name.clone(), "kind" => kind)
-        .increment(1);
+    count_error(upstream, kind);
     error.into()
+}
+
+fn count_error(upstream: &Upstream, kind: &'static str) {
+    metrics::counter!(UPSTREAM_ERRORS_TOTAL, "upstream" => upstream.label.clone(), "kind" => kind)
+        .increment(1);
 }
 
 fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
@@ -188,18 +267,36 @@ fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
 mod tests {
     use super::*;
 
+    fn url(base: &str, uri: &str) -> String {
+        let mut config = crate::config::Config::default();
+        config.upstreams[0].base_url = base.to_owned();
+        let upstreams =
+            super::super::Upstreams::from_config(&config).unwrap_or_else(|e| panic!("{e}"));
+        let upstream = upstreams.for_model(None).unwrap_or_else(|e| panic!("{e}"));
+        let uri: http::Uri = uri.parse().unwrap_or_default();
+        upstream_uri(upstream, &uri)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .to_string()
+    }
+
     #[test]
     fn url_keeps_path_after_v1_and_query() {
-        let uri: http::Uri = "/v1/chat/completions?x=1&y=2".parse().unwrap_or_default();
         assert_eq!(
-            upstream_url("https://api.openai.com/v1", &uri),
-            "https://api.openai.com/v1/chat/completions?x=1&y=2"
+            url(
+                "https://api.openai.com/v1",
+                "/v1/chat/completions?x=1&y=%20z"
+            ),
+            "https://api.openai.com/v1/chat/completions?x=1&y=%20z"
         );
-        let uri: http::Uri = "/v1/models".parse().unwrap_or_default();
         assert_eq!(
-            upstream_url("http://127.0.0.1:9000/openai/deployments/x", &uri),
+            url("http://127.0.0.1:9000/openai/deployments/x/", "/v1/models"),
             "http://127.0.0.1:9000/openai/deployments/x/models"
         );
+        assert_eq!(
+            url("http://h:1/v1", "/v1/files/file-1%2Fx"),
+            "http://h:1/v1/files/file-1%2Fx"
+        );
+        assert_eq!(url("http://h:1", "/v1/models"), "http://h:1/models");
     }
 
     #[test]

@@ -1,30 +1,52 @@
 //! One shared HTTP client per upstream, and the pre-warming of its pool.
+//!
+//! The client is hyper's pooled client over a rustls connector: keep-alive
+//! pool, TCP_NODELAY and keep-alive probes, a connect timeout, the system's
+//! trusted roots, and HTTP/2 when a TLS upstream offers it (ALPN). It does
+//! nothing sluice does not ask for: no redirects followed, no retries of its
+//! own, no proxy lookup, no URL re-parsing per request.
 
 use std::time::Duration;
 
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::body::{self, Body};
 use crate::config::UpstreamConfig;
+
+/// The pooled client of one upstream.
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
 
 /// How long an idle pooled connection is kept before it is closed.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// Bound on one pre-warming request, so a silent upstream cannot hold it.
-const PREWARM_TIMEOUT: Duration = Duration::from_secs(30);
 /// TCP keep-alive probes on pooled connections, so dead peers are noticed.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
+/// Bound on one pre-warming request, so a silent upstream cannot hold it.
+const PREWARM_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The client for one upstream: keep-alive pool of `pool_max_idle`
-/// connections, TCP_NODELAY, `connect_timeout`, HTTP/2 when the upstream
-/// offers it (ALPN), redirects passed back to the client rather than followed.
-pub fn client(config: &UpstreamConfig) -> Result<reqwest::Client, reqwest::Error> {
+/// Builds the client for one upstream.
+pub fn client(config: &UpstreamConfig) -> Result<HttpClient, std::io::Error> {
     install_crypto_provider();
-    reqwest::Client::builder()
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_keepalive(Some(TCP_KEEPALIVE));
+    http.set_connect_timeout(Some(config.connect_timeout));
+    http.enforce_http(false);
+    let https = HttpsConnectorBuilder::new()
+        .try_with_platform_verifier()
+        .map_err(|e| std::io::Error::other(e.to_string()))?
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(config.pool_max_idle)
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .tcp_nodelay(true)
-        .tcp_keepalive(TCP_KEEPALIVE)
-        .connect_timeout(config.connect_timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .referer(false)
-        .build()
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(https))
 }
 
 /// rustls needs a process-wide crypto provider; the first caller installs it.
@@ -34,27 +56,25 @@ fn install_crypto_provider() {
 }
 
 /// Opens `prewarm` connections to `base_url` in the background, so the first
-/// requests do not pay for TCP and TLS handshakes. Each attempt is bounded by
-/// the connect timeout; failures are logged at debug and otherwise ignored:
-/// an unreachable upstream never holds sluice back.
+/// requests do not pay for TCP and TLS handshakes. Each attempt is bounded;
+/// failures are logged at debug and otherwise ignored: an unreachable
+/// upstream never holds sluice back.
 pub fn prewarm(upstream: &super::Upstream) {
-    if upstream.prewarm == 0 {
-        return;
-    }
     for _ in 0..upstream.prewarm {
         let client = upstream.client.clone();
-        let url = upstream.base_url.clone();
+        let uri = upstream.base_uri.clone();
         let name = upstream.name.clone();
         tokio::spawn(async move {
             // A HEAD of the base URL opens (and returns to the pool) one
             // connection; concurrent ones open several.
-            match client.head(&url).timeout(PREWARM_TIMEOUT).send().await {
-                Ok(response) => {
+            let request = http::Request::head(uri).body(body::empty());
+            let Ok(request) = request else { return };
+            match tokio::time::timeout(PREWARM_TIMEOUT, client.request(request)).await {
+                Ok(Ok(response)) => {
                     tracing::debug!(upstream = %name, status = response.status().as_u16(), "prewarmed a connection");
                 }
-                Err(error) => {
-                    tracing::debug!(upstream = %name, %error, "prewarm failed");
-                }
+                Ok(Err(error)) => tracing::debug!(upstream = %name, %error, "prewarm failed"),
+                Err(_) => tracing::debug!(upstream = %name, "prewarm timed out"),
             }
         });
     }

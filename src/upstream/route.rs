@@ -15,10 +15,17 @@ pub struct Upstream {
     pub name: String,
     /// `x-sluice-upstream` value, built once.
     pub name_header: HeaderValue,
-    /// `base_url` without a trailing slash; request paths after `/v1` are appended.
-    pub base_url: String,
+    /// The name as a metrics label, shared rather than copied per request.
+    pub label: metrics::SharedString,
+    /// `base_url` as configured, parsed once.
+    pub base_uri: http::Uri,
+    pub scheme: http::uri::Scheme,
+    pub authority: http::uri::Authority,
+    /// The base URL's path without a trailing slash; request paths after
+    /// `/v1` are appended to it.
+    pub base_path: String,
     pub models: Vec<glob::Pattern>,
-    pub client: reqwest::Client,
+    pub client: super::pool::HttpClient,
     /// `Authorization: Bearer <key>` when the upstream has its own key.
     pub authorization: Option<HeaderValue>,
     pub timeout: Duration,
@@ -42,8 +49,10 @@ pub enum BuildError {
     #[error("upstreams[{index}]: cannot build HTTP client: {source}")]
     Client {
         index: usize,
-        source: reqwest::Error,
+        source: std::io::Error,
     },
+    #[error("upstreams[{index}].base_url: {reason}")]
+    Url { index: usize, reason: String },
     #[error("upstreams[{index}]: {what} is not a valid header value")]
     Header { index: usize, what: &'static str },
 }
@@ -115,10 +124,31 @@ fn build(index: usize, config: &UpstreamConfig) -> Result<Upstream, BuildError> 
                 Some(value)
             }
         };
+    let url_error = |reason: &str| BuildError::Url {
+        index,
+        reason: reason.to_owned(),
+    };
+    let base_uri: http::Uri = config
+        .base_url
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| url_error(&e.to_string()))?;
+    let scheme = base_uri
+        .scheme()
+        .cloned()
+        .ok_or_else(|| url_error("no scheme"))?;
+    let authority = base_uri
+        .authority()
+        .cloned()
+        .ok_or_else(|| url_error("no host"))?;
+    let base_path = base_uri.path().trim_end_matches('/').to_owned();
     Ok(Upstream {
+        base_uri,
+        scheme,
+        authority,
+        base_path,
         name: config.name.clone(),
+        label: metrics::SharedString::from(std::sync::Arc::<str>::from(config.name.as_str())),
         name_header,
-        base_url: config.base_url.trim_end_matches('/').to_owned(),
         models,
         client,
         authorization,
