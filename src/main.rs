@@ -8,10 +8,12 @@ use clap::{Args, Parser, Subcommand};
 
 use sluice::config::Config;
 
-/// mimalloc: a proxy allocates and frees many small buffers per request;
+/// jemalloc: a proxy allocates and frees many small buffers per request;
 /// glibc's allocator spent about a tenth of sluice's CPU on them under load.
+/// mimalloc was as fast but held half as much memory again with 2,000 open
+/// streams (156 MiB peak against jemalloc's 104 MiB).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use sluice::mock::MockOptions;
 
 /// A fast reverse proxy for OpenAI-compatible LLM APIs.
