@@ -172,13 +172,14 @@ fn mock_upstream(args: MockArgs) -> ExitCode {
         record: false,
     };
     runtime.block_on(async move {
-        let listener = match tokio::net::TcpListener::bind(listen).await {
-            Ok(listener) => listener,
-            Err(error) => {
-                eprintln!("sluice: cannot listen on {listen}: {error}");
-                return ExitCode::FAILURE;
-            }
-        };
+        let listener =
+            match sluice::server::listen(listen).and_then(tokio::net::TcpListener::from_std) {
+                Ok(listener) => listener,
+                Err(error) => {
+                    eprintln!("sluice: cannot listen on {listen}: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
         tracing::info!(addr = %listen, "mock upstream listening; base URL http://{listen}/v1");
         match sluice::mock::serve(listener, options, sluice::server::shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,

@@ -166,10 +166,11 @@ fn per_worker(config: &Config, workers: usize) -> Config {
 /// `workers` listening sockets on one address. With port 0 the first socket
 /// picks the port and the others join it.
 fn bind(addr: SocketAddr, workers: usize) -> Result<Vec<std::net::TcpListener>, StartError> {
+    ensure_free(addr).map_err(|source| StartError::Bind { addr, source })?;
     let mut listeners = Vec::with_capacity(workers);
     let mut bound = addr;
     for _ in 0..workers {
-        let listener = listen(bound).map_err(|source| StartError::Bind { addr, source })?;
+        let listener = join(bound).map_err(|source| StartError::Bind { addr, source })?;
         if let Ok(local) = listener.local_addr() {
             bound = local;
         }
@@ -178,7 +179,29 @@ fn bind(addr: SocketAddr, workers: usize) -> Result<Vec<std::net::TcpListener>, 
     Ok(listeners)
 }
 
-fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+/// Fails with "address in use" when something already listens on `addr`,
+/// even another sluice: with `SO_REUSEPORT` a second process could
+/// otherwise join the port silently and take half the connections.
+fn ensure_free(addr: SocketAddr) -> std::io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    use socket2::{Domain, Protocol, Socket, Type};
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    probe.set_reuse_address(true)?;
+    probe.bind(&addr.into())
+}
+
+/// A non-blocking listening socket on `addr` with a deep backlog; fails when
+/// the address is taken.
+pub fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    ensure_free(addr)?;
+    join(addr)
+}
+
+/// A non-blocking listening socket on `addr` with a deep backlog that other
+/// workers may join (`SO_REUSEPORT`).
+fn join(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
@@ -360,6 +383,21 @@ mod tests {
             per_worker(&config, 4)
         };
         assert_eq!(zero.upstreams[0].prewarm, 0);
+    }
+
+    #[test]
+    fn a_taken_port_is_an_error_not_a_shared_one() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let addr = taken.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(bind(addr, 2), Err(StartError::Bind { .. })));
+        let ours = bind("127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()), 2)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = ours[0].local_addr().unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            bind(addr, 2).is_err(),
+            "a second sluice joined a running one's port"
+        );
+        assert!(listen(addr).is_err());
     }
 
     #[test]
