@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Instructions per proxied request, counted by callgrind: repeatable on a shared
+# machine, unlike timings. Runs sluice (one worker) under valgrind in front of the
+# mock upstream twice, with N1 and N2 requests (oha -c 4), and prints
+# (Ir(N2) - Ir(N1)) / (N2 - N1), so start-up and shutdown cancel out.
+#
+#   benches/load/instructions.sh              # N1=200 N2=1200
+#   SLUICE_BIN=path/to/sluice benches/load/instructions.sh
+#
+# Leaves the two callgrind files in $OUT (default: a temp dir) for callgrind_annotate.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+N1=${N1:-200}
+N2=${N2:-1200}
+OUT=${OUT:-$(mktemp -d)}
+command -v valgrind >/dev/null || apt-get install -y valgrind
+command -v oha >/dev/null || cargo install oha --locked
+BIN=${SLUICE_BIN:-}
+if [[ -z $BIN ]]; then
+    (cd "$ROOT" && cargo build --release)
+    BIN=$ROOT/target/release/sluice
+fi
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+UP=$(port)
+PROXY=$(port)
+"$BIN" mock-upstream --listen "127.0.0.1:$UP" >/dev/null 2>&1 &
+MOCK=$!
+trap 'kill $MOCK 2>/dev/null || true' EXIT
+
+run() {
+    local n=$1 file=$2
+    env -i PATH="$PATH" SLUICE_LOG__LEVEL=warn SLUICE_CACHE__ENABLED=false \
+        SLUICE_SERVER__WORKERS=1 SLUICE_UPSTREAMS__0__PREWARM=0 \
+        valgrind --tool=callgrind --callgrind-out-file="$file" \
+        "$BIN" serve --listen "127.0.0.1:$PROXY" --upstream "http://127.0.0.1:$UP/v1" \
+        >/dev/null 2>&1 &
+    local pid=$!
+    for _ in $(seq 1 200); do
+        curl -sf -o /dev/null "http://127.0.0.1:$PROXY/healthz" && break
+        sleep 0.1
+    done
+    oha -c 4 -n "$n" --no-tui -m POST -H 'content-type: application/json' \
+        -D "$ROOT/benches/load/fixtures/request.json" \
+        "http://127.0.0.1:$PROXY/v1/chat/completions" >/dev/null
+    kill -INT "$pid"
+    wait "$pid" || true
+}
+run "$N1" "$OUT/callgrind.$N1"
+run "$N2" "$OUT/callgrind.$N2"
+total() { grep -E '^(summary|totals):' "$1" | head -1 | awk '{print $2}'; }
+awk -v a="$(total "$OUT/callgrind.$N1")" -v b="$(total "$OUT/callgrind.$N2")" \
+    -v n1="$N1" -v n2="$N2" -v out="$OUT" \
+    'BEGIN { printf "instructions per request: %.0f (callgrind files in %s)\n", (b - a) / (n2 - n1), out }'
