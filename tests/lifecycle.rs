@@ -99,14 +99,9 @@ async fn graceful_shutdown_finishes_an_open_stream() {
         |c| c.server.shutdown_grace = Duration::from_secs(20),
     )
     .await;
-    let mut request = chat("finish me");
-    request["stream"] = json!(true);
-    let response = http()
-        .post(h.url("/v1/chat/completions"))
-        .json(&request)
-        .send()
-        .await
-        .unwrap();
+    let response = h
+        .post("/v1/chat/completions", &common::chat_stream("finish me"))
+        .await;
     let mut stream = response.bytes_stream();
     let mut body = String::from_utf8(stream.next().await.unwrap().unwrap().to_vec()).unwrap();
 

@@ -332,14 +332,9 @@ async fn streams_are_relayed_incrementally() {
         |_| {},
     )
     .await;
-    let mut request = chat("slowly");
-    request["stream"] = json!(true);
-    let response = http()
-        .post(h.url("/v1/chat/completions"))
-        .json(&request)
-        .send()
-        .await
-        .unwrap();
+    let response = h
+        .post("/v1/chat/completions", &common::chat_stream("slowly"))
+        .await;
     assert_eq!(response.status(), 200);
     assert!(
         response.headers()["content-type"]
@@ -388,14 +383,9 @@ async fn client_disconnect_drops_the_upstream_stream() {
         |c| c.server.max_concurrency = 1,
     )
     .await;
-    let mut request = chat("long");
-    request["stream"] = json!(true);
-    let response = http()
-        .post(h.url("/v1/chat/completions"))
-        .json(&request)
-        .send()
-        .await
-        .unwrap();
+    let response = h
+        .post("/v1/chat/completions", &common::chat_stream("long"))
+        .await;
     let mut stream = response.bytes_stream();
     stream.next().await.unwrap().unwrap();
     let busy = http()

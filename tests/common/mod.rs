@@ -43,6 +43,11 @@ impl Harness {
         sdk(&self.sluice.base_url())
     }
 
+    /// POSTs `body` as JSON to sluice's `path`.
+    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        http().post(self.url(path)).json(body).send().await.unwrap()
+    }
+
     /// The last request the mock received on `path`.
     pub fn last_upstream_request(&self, path: &str) -> sluice::mock::RecordedRequest {
         self.mock
@@ -84,6 +89,13 @@ pub fn sdk(base_url: &str) -> Client<OpenAIConfig> {
 
 pub fn chat(prompt: &str) -> Value {
     json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": prompt}]})
+}
+
+/// A streamed chat request.
+pub fn chat_stream(prompt: &str) -> Value {
+    let mut request = chat(prompt);
+    request["stream"] = json!(true);
+    request
 }
 
 pub fn from_json<T: serde::de::DeserializeOwned>(v: Value) -> T {
