@@ -17,6 +17,12 @@ pub const REQUESTS_IN_FLIGHT: &str = "sluice_requests_in_flight";
 pub const UPSTREAM_REQUESTS_TOTAL: &str = "sluice_upstream_requests_total";
 pub const UPSTREAM_DURATION: &str = "sluice_upstream_duration_seconds";
 pub const UPSTREAM_ERRORS_TOTAL: &str = "sluice_upstream_errors_total";
+pub const CACHE_REQUESTS_TOTAL: &str = "sluice_cache_requests_total";
+pub const CACHE_LOOKUPS_TOTAL: &str = "sluice_cache_lookups_total";
+pub const CACHE_ENTRIES: &str = "sluice_cache_entries";
+pub const CACHE_STORED_BYTES: &str = "sluice_cache_stored_bytes";
+pub const CACHE_EVICTIONS_TOTAL: &str = "sluice_cache_evictions_total";
+pub const CACHE_TOKENS_SAVED_TOTAL: &str = "sluice_cache_tokens_saved_total";
 
 /// Latency buckets in seconds, from sub-millisecond proxy overhead to long
 /// generations.
@@ -81,6 +87,28 @@ fn describe() {
         UPSTREAM_DURATION,
         Unit::Seconds,
         "Time from sending a request upstream to its answer head, by upstream."
+    );
+    describe_counter!(
+        CACHE_REQUESTS_TOTAL,
+        "Understood requests by cache outcome (hit, miss, bypass)."
+    );
+    describe_counter!(
+        CACHE_LOOKUPS_TOTAL,
+        "Cache lookups by tier and result (hit, miss)."
+    );
+    describe_gauge!(CACHE_ENTRIES, "Answers held in the memory tier.");
+    describe_gauge!(
+        CACHE_STORED_BYTES,
+        Unit::Bytes,
+        "Bytes charged to the memory tier (bodies plus per-entry overhead)."
+    );
+    describe_counter!(
+        CACHE_EVICTIONS_TOTAL,
+        "Answers evicted from the memory tier to make room."
+    );
+    describe_counter!(
+        CACHE_TOKENS_SAVED_TOTAL,
+        "Tokens (the stored answer's usage.total_tokens) not spent upstream thanks to hits."
     );
     describe_counter!(
         UPSTREAM_ERRORS_TOTAL,

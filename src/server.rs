@@ -108,7 +108,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 
     let lifecycle = Arc::new(Lifecycle::default());
     let settings = Settings::from(&config);
-    let shared = Shared::new(&settings, lifecycle.clone());
+    let shared = Shared::new(&config, &settings, lifecycle.clone());
     let conn = ConnSettings {
         header_read_timeout: config.server.header_read_timeout,
         shutdown_grace: config.server.shutdown_grace,

@@ -11,6 +11,7 @@ use tower::{Service, ServiceBuilder};
 
 use crate::admin::AdminLayer;
 use crate::body::Body;
+use crate::cache::CacheLayer;
 use crate::config::Config;
 use crate::edge::body_limit::BodyLimitLayer;
 use crate::edge::catch_panic::CatchPanicLayer;
@@ -46,15 +47,37 @@ impl From<&Config> for Settings {
 pub struct Shared {
     pub lifecycle: Arc<Lifecycle>,
     pub load_shed: LoadShedLayer,
+    pub cache: CacheLayer,
 }
 
 impl Shared {
-    pub fn new(settings: &Settings, lifecycle: Arc<Lifecycle>) -> Self {
+    pub fn new(config: &Config, settings: &Settings, lifecycle: Arc<Lifecycle>) -> Self {
         Shared {
             load_shed: LoadShedLayer::new(settings.max_concurrency, lifecycle.clone()),
             lifecycle,
+            cache: CacheLayer::new(&config.cache, rewrite_settings(config)),
         }
     }
+}
+
+/// The settings of the request-rewriting layers below the cache, as part of
+/// every cache key: a change of them never serves an answer made under
+/// other ones.
+fn rewrite_settings(config: &Config) -> String {
+    format!(
+        "prune={:?};compress={:?};",
+        (
+            config.prune.enabled,
+            config.prune.max_messages,
+            config.prune.max_context_tokens,
+            config.prune.keep_file_content_turns
+        ),
+        (
+            config.compress.level,
+            config.compress.max_prompt_tokens,
+            config.compress.head_ratio
+        )
+    )
 }
 
 /// Builds the whole request pipeline (one per worker thread; `upstreams`
@@ -96,6 +119,9 @@ pub fn build(
         // Understood endpoints: reads and parses the body once into an
         // `ApiRequest` in the extensions; bad JSON gets 400. Other paths pass.
         .layer(IngressLayer::new(body_limit))
+        // Answers repeated understood requests from the cache (hit), records
+        // and stores fresh answers (miss); reads and removes Cache-Control.
+        .layer(shared.cache)
         // Routes by model, forwards over the upstream's pooled client, and
         // relays the answer as it arrives.
         .service(UpstreamService::new(upstreams, body_limit))
@@ -110,7 +136,7 @@ mod tests {
     fn layer_order_is_pinned() {
         let config = Config::default();
         let settings = Settings::from(&config);
-        let shared = Shared::new(&settings, Arc::new(Lifecycle::default()));
+        let shared = Shared::new(&config, &settings, Arc::new(Lifecycle::default()));
         let upstreams = Upstreams::from_config(&config).unwrap_or_else(|e| panic!("{e}"));
         let stack = build(settings, shared, Arc::new(upstreams));
         let type_name = std::any::type_name_of_val(&stack);
@@ -123,6 +149,7 @@ mod tests {
             "BodyLimit",
             "Timeout",
             "Ingress",
+            "CacheService",
             "UpstreamService",
         ];
         let mut rest = type_name;

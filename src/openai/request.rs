@@ -107,6 +107,18 @@ impl ApiRequest {
             .map(|f| f.value.as_ref())
     }
 
+    /// Every top-level field, in document order: key and JSON text as sent.
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.fields
+            .iter()
+            .map(|f| (f.key.as_str(), f.value.as_ref()))
+    }
+
+    /// Length of the client's original body.
+    pub fn original_len(&self) -> usize {
+        self.original.len()
+    }
+
     /// A top-level field deserialized as `T`; `None` when absent.
     pub fn get<T: DeserializeOwned>(&self, key: &str) -> Option<Result<T, serde_json::Error>> {
         self.raw(key).map(serde_json::from_slice)

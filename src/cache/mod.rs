@@ -1,0 +1,482 @@
+//! The response cache: answers to repeated requests served from memory.
+//!
+//! For an understood, cacheable request the layer builds a [`key::CacheKey`]
+//! (scope, endpoint, canonical body, rewriting settings), answers from the
+//! memory tier when it holds a fresh entry (`x-sluice-cache: hit`), and
+//! otherwise forwards the request and records the answer while relaying it,
+//! storing it once it has ended cleanly (`miss`). Requests it must not serve
+//! from or store into pass with `bypass`. It reads, and removes before
+//! forwarding, `Cache-Control` (`no-cache`, `no-store`, `max-age=N`); it reads
+//! `x-sluice-cache-ttl`.
+//!
+//! Stored: 200 JSON answers of the understood endpoints, at most
+//! [`MAX_ENTRY_BYTES`], never an answer cut short by the token limit the
+//! client did not set (`finish_reason: "length"` without `max_tokens`) nor an
+//! incomplete Responses answer. Streamed requests are not served from the
+//! cache yet: they pass with `bypass`.
+//!
+//! ```ignore
+//! let layer = CacheLayer::new(&config.cache, settings);
+//! ```
+
+pub mod directives;
+pub mod key;
+pub mod store;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
+use futures_util::future::{Either, Map};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use pin_project_lite::pin_project;
+use serde::Deserialize;
+use tower::{Layer, Service};
+
+use crate::body::{self, Body};
+use crate::config::{CacheConfig, CacheScope};
+use crate::error::Error;
+use crate::observe::{CACHE_LOOKUPS_TOTAL, CACHE_REQUESTS_TOTAL, CACHE_TOKENS_SAVED_TOTAL};
+use crate::openai::ApiRequest;
+use directives::Directives;
+use key::{CacheKey, Scope};
+use store::{Entry, MemoryTier};
+
+pub static X_SLUICE_CACHE: HeaderName = HeaderName::from_static("x-sluice-cache");
+pub static X_SLUICE_CACHE_TIER: HeaderName = HeaderName::from_static("x-sluice-cache-tier");
+
+/// Largest answer stored; larger ones are relayed and not kept.
+pub const MAX_ENTRY_BYTES: usize = 8 * 1024 * 1024;
+
+/// Request headers that identify the client's credential: the scope of an
+/// entry under `scope = "key"`.
+const CREDENTIAL_HEADERS: [&str; 4] = [
+    "authorization",
+    "api-key",
+    "openai-organization",
+    "openai-project",
+];
+
+/// The cache itself, shared by every worker.
+#[derive(Debug)]
+pub struct Cache {
+    memory: MemoryTier,
+    ttl: Duration,
+    scope: CacheScope,
+    deterministic_only: bool,
+    max_entry: usize,
+    /// The settings of request-rewriting layers below, part of every key.
+    settings: String,
+}
+
+impl Cache {
+    pub fn new(config: &CacheConfig, settings: String) -> Cache {
+        let memory_max = config.memory_max_size.as_u64();
+        Cache {
+            memory: MemoryTier::new(memory_max),
+            ttl: config.ttl,
+            scope: config.scope,
+            deterministic_only: config.deterministic_only,
+            max_entry: MAX_ENTRY_BYTES.min(usize::try_from(memory_max).unwrap_or(usize::MAX)),
+            settings,
+        }
+    }
+
+    /// Whether this request may be served from and stored in the cache.
+    fn cacheable(&self, api: &ApiRequest, directives: &Directives) -> bool {
+        if directives.no_store || api.stream() {
+            return false;
+        }
+        !self.deterministic_only || is_deterministic(api)
+    }
+
+    fn key(&self, req: &Request<Body>, api: &ApiRequest) -> Result<CacheKey, serde_json::Error> {
+        let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        // Per-request rewriting overrides change the request sent, so the key.
+        let mut settings = self.settings.clone();
+        for name in ["x-sluice-prune", "x-sluice-compress"] {
+            if let Some(value) = req.headers().get(name) {
+                settings.push_str(name);
+                settings.push('=');
+                settings.push_str(&String::from_utf8_lossy(value.as_bytes()));
+                settings.push(';');
+            }
+        }
+        match self.scope {
+            CacheScope::Global => key::build(Scope::Global, path, api, &settings),
+            CacheScope::Key => {
+                let credential: Vec<(&str, &[u8])> = CREDENTIAL_HEADERS
+                    .iter()
+                    .filter_map(|name| req.headers().get(*name).map(|v| (*name, v.as_bytes())))
+                    .collect();
+                key::build(Scope::Credential(&credential), path, api, &settings)
+            }
+        }
+    }
+}
+
+/// `temperature: 0` or a `seed`: the client asked for a reproducible answer.
+fn is_deterministic(api: &ApiRequest) -> bool {
+    let zero_temperature = api
+        .get::<f64>("temperature")
+        .and_then(Result::ok)
+        .is_some_and(|t| t == 0.0);
+    let seeded = api.raw("seed").is_some_and(|raw| raw != b"null");
+    zero_temperature || seeded
+}
+
+/// The cache layer: enabled, or a pass-through that marks understood
+/// requests `bypass`.
+#[derive(Debug, Clone)]
+pub enum CacheLayer {
+    Enabled(Arc<Cache>),
+    Disabled,
+}
+
+impl CacheLayer {
+    pub fn new(config: &CacheConfig, settings: String) -> CacheLayer {
+        if config.enabled {
+            CacheLayer::Enabled(Arc::new(Cache::new(config, settings)))
+        } else {
+            CacheLayer::Disabled
+        }
+    }
+}
+
+impl<S> Layer<S> for CacheLayer {
+    type Service = CacheService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        CacheService {
+            inner,
+            cache: match self {
+                CacheLayer::Enabled(cache) => Some(cache.clone()),
+                CacheLayer::Disabled => None,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CacheService<S> {
+    inner: S,
+    cache: Option<Arc<Cache>>,
+}
+
+type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Error>> + Send>>;
+type Marked<F> = Map<F, fn(Result<Response<Body>, Error>) -> Result<Response<Body>, Error>>;
+
+impl<S> Service<Request<Body>> for CacheService<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Error> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Error;
+    type Future = Either<Either<S::Future, Marked<S::Future>>, BoxFuture>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        if req.extensions().get::<ApiRequest>().is_none() {
+            // Pass-through paths are not the cache's business.
+            return Either::Left(Either::Left(self.inner.call(req)));
+        }
+        let Some(cache) = self.cache.clone() else {
+            return Either::Left(Either::Right(
+                self.inner.call(req).map(mark_bypass as fn(_) -> _),
+            ));
+        };
+        // The ready service is the one to call; leave a fresh clone behind.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        Either::Right(Box::pin(handle(cache, inner, req)))
+    }
+}
+
+fn mark_bypass(result: Result<Response<Body>, Error>) -> Result<Response<Body>, Error> {
+    result.map(|response| mark(response, "bypass"))
+}
+
+fn mark(mut response: Response<Body>, outcome: &'static str) -> Response<Body> {
+    metrics::counter!(CACHE_REQUESTS_TOTAL, "result" => outcome).increment(1);
+    response
+        .headers_mut()
+        .insert(X_SLUICE_CACHE.clone(), HeaderValue::from_static(outcome));
+    response
+}
+
+async fn handle<S>(
+    cache: Arc<Cache>,
+    mut inner: S,
+    mut req: Request<Body>,
+) -> Result<Response<Body>, Error>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Error>,
+{
+    let directives = Directives::from_headers(req.headers());
+    req.headers_mut().remove(header::CACHE_CONTROL);
+    let Some(api) = req.extensions().get::<ApiRequest>() else {
+        return inner.call(req).await.map(|r| mark(r, "bypass"));
+    };
+    if !cache.cacheable(api, &directives) {
+        return inner.call(req).await.map(|r| mark(r, "bypass"));
+    }
+    let Ok(key) = cache.key(&req, api) else {
+        return inner.call(req).await.map(|r| mark(r, "bypass"));
+    };
+    let limit_set = api.raw("max_tokens").is_some()
+        || api.raw("max_completion_tokens").is_some()
+        || api.raw("max_output_tokens").is_some();
+
+    if !directives.no_cache {
+        let fresh = cache.memory.get(&key).filter(|entry| {
+            directives
+                .max_age
+                .is_none_or(|max| entry.age() <= max.as_secs())
+        });
+        let result = if fresh.is_some() { "hit" } else { "miss" };
+        metrics::counter!(CACHE_LOOKUPS_TOTAL, "tier" => "memory", "result" => result).increment(1);
+        if let Some(entry) = fresh {
+            metrics::counter!(CACHE_TOKENS_SAVED_TOTAL).increment(entry.tokens);
+            return Ok(mark(hit(&entry), "hit"));
+        }
+    }
+
+    // Store what any client can read: the upstream's identity encoding.
+    req.headers_mut().remove(header::ACCEPT_ENCODING);
+    let response = inner.call(req).await?;
+    let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
+    let storable = response.status() == StatusCode::OK
+        && !response.headers().contains_key(header::CONTENT_ENCODING)
+        && content_type
+            .as_ref()
+            .is_some_and(|ct| ct.as_bytes().starts_with(b"application/json"));
+    let response = mark(response, "miss");
+    let (Some(content_type), true) = (content_type, storable) else {
+        return Ok(response);
+    };
+    let (parts, body) = response.into_parts();
+    let ttl = directives.ttl.unwrap_or(cache.ttl);
+    let recorder = Recorder {
+        inner: body,
+        state: Some(Recording {
+            cache,
+            key,
+            ttl,
+            content_type,
+            limit_set,
+            buffer: BytesMut::new(),
+        }),
+    };
+    Ok(Response::from_parts(parts, body::boxed(recorder)))
+}
+
+fn hit(entry: &Entry) -> Response<Body> {
+    let mut response = Response::new(body::full(entry.body.clone()));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, entry.content_type.clone());
+    headers.insert(
+        X_SLUICE_CACHE_TIER.clone(),
+        HeaderValue::from_static("memory"),
+    );
+    headers.insert(header::AGE, HeaderValue::from(entry.age()));
+    headers.insert(
+        crate::upstream::forward::X_SLUICE_ATTEMPTS.clone(),
+        HeaderValue::from_static("0"),
+    );
+    response
+}
+
+struct Recording {
+    cache: Arc<Cache>,
+    key: CacheKey,
+    ttl: Duration,
+    content_type: HeaderValue,
+    limit_set: bool,
+    buffer: BytesMut,
+}
+
+impl Recording {
+    /// Stores the recorded answer if it is a complete one.
+    fn finish(self) {
+        let body = self.buffer.freeze();
+        let Ok(answer) = serde_json::from_slice::<Answer>(&body) else {
+            return;
+        };
+        let cut_short = answer
+            .choices
+            .iter()
+            .any(|c| c.finish_reason.as_deref() == Some("length"))
+            && !self.limit_set;
+        let incomplete = matches!(
+            answer.status.as_deref(),
+            Some("incomplete" | "failed" | "cancelled")
+        );
+        if cut_short || incomplete {
+            return;
+        }
+        let tokens = answer.usage.and_then(|u| u.total_tokens).unwrap_or(0);
+        let ttl = self.ttl;
+        self.cache.memory.insert(
+            self.key,
+            Entry {
+                body,
+                content_type: self.content_type,
+                stored_at: SystemTime::now(),
+                ttl,
+                tokens,
+            },
+        );
+    }
+}
+
+/// The parts of an answer that decide whether it may be stored.
+#[derive(Deserialize)]
+struct Answer {
+    #[serde(default)]
+    usage: Option<Usage>,
+    #[serde(default)]
+    choices: Vec<Choice>,
+    #[serde(default)]
+    status: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Usage {
+    #[serde(default)]
+    total_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+pin_project! {
+    /// Relays the answer frame by frame, keeping a copy; the copy is stored
+    /// when the body ends cleanly, dropped on error, size overflow or a
+    /// client that went away.
+    struct Recorder {
+        #[pin]
+        inner: Body,
+        state: Option<Recording>,
+    }
+}
+
+impl http_body::Body for Recorder {
+    type Data = Bytes;
+    type Error = body::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, body::BoxError>>> {
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(state), Some(data)) = (this.state.as_mut(), frame.data_ref()) {
+                    if state.buffer.len() + data.len() > state.cache.max_entry {
+                        *this.state = None;
+                    } else {
+                        state.buffer.extend_from_slice(data);
+                    }
+                }
+                // Servers stop polling once a body says it has ended.
+                if this.inner.is_end_stream()
+                    && let Some(state) = this.state.take()
+                {
+                    state.finish();
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(state) = this.state.take() {
+                    state.finish();
+                }
+            }
+            Poll::Ready(Some(Err(_))) => *this.state = None,
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(body: &str, limit_set: bool) -> bool {
+        let cache = Arc::new(Cache::new(&CacheConfig::default(), String::new()));
+        let key = CacheKey([7; 32]);
+        Recording {
+            cache: cache.clone(),
+            key,
+            ttl: Duration::from_secs(60),
+            content_type: HeaderValue::from_static("application/json"),
+            limit_set,
+            buffer: BytesMut::from(body.as_bytes()),
+        }
+        .finish();
+        cache.memory.get(&key).is_some()
+    }
+
+    #[test]
+    fn only_complete_answers_are_stored() {
+        let stop = r#"{"choices":[{"finish_reason":"stop"}],"usage":{"total_tokens":12}}"#;
+        let length = r#"{"choices":[{"finish_reason":"stop"},{"finish_reason":"length"}]}"#;
+        assert!(store(stop, false));
+        assert!(
+            !store(length, false),
+            "cut short by a limit the client did not set"
+        );
+        assert!(
+            store(length, true),
+            "cut short by the client's own max_tokens"
+        );
+        assert!(!store(
+            r#"{"object":"response","status":"incomplete"}"#,
+            true
+        ));
+        assert!(store(
+            r#"{"object":"response","status":"completed"}"#,
+            false
+        ));
+        assert!(store(r#"{"object":"list","data":[]}"#, false));
+        assert!(
+            !store(r#"{"choices":[{"finish_reason":"stop"}]"#, false),
+            "truncated JSON"
+        );
+    }
+
+    #[test]
+    fn tokens_saved_come_from_the_answer_usage() {
+        let cache = Arc::new(Cache::new(&CacheConfig::default(), String::new()));
+        let key = CacheKey([9; 32]);
+        Recording {
+            cache: cache.clone(),
+            key,
+            ttl: Duration::from_secs(60),
+            content_type: HeaderValue::from_static("application/json"),
+            limit_set: false,
+            buffer: BytesMut::from(&br#"{"usage":{"prompt_tokens":5,"total_tokens":42}}"#[..]),
+        }
+        .finish();
+        assert_eq!(cache.memory.get(&key).map(|e| e.tokens), Some(42));
+    }
+}

@@ -1,0 +1,196 @@
+//! The response cache end to end: sluice in front of the mock upstream.
+
+#![expect(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Harness, chat, http};
+use serde_json::{Value, json};
+use sluice::config::CacheScope;
+use sluice::mock::MockOptions;
+
+async fn send(h: &Harness, body: &str, headers: &[(&str, &str)]) -> (String, reqwest::Response) {
+    let mut request = http()
+        .post(h.url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap();
+    let outcome = response
+        .headers()
+        .get("x-sluice-cache")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (outcome, response)
+}
+
+const BODY: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"cache me"}]}"#;
+
+#[tokio::test]
+async fn second_identical_request_is_a_hit() {
+    let h = Harness::start().await;
+    let (outcome, first) = send(&h, BODY, &[]).await;
+    assert_eq!(outcome, "miss");
+    let first_body: Value = first.json().await.unwrap();
+    let (outcome, second) = send(&h, BODY, &[]).await;
+    assert_eq!(outcome, "hit");
+    assert_eq!(second.status(), 200);
+    assert_eq!(second.headers()["x-sluice-cache-tier"], "memory");
+    assert!(
+        second.headers()["age"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .is_ok()
+    );
+    assert!(second.headers().contains_key("x-request-id"));
+    assert_eq!(second.headers()["content-type"], "application/json");
+    let second_body: Value = second.json().await.unwrap();
+    assert_eq!(first_body, second_body);
+    assert_eq!(h.mock.request_count(), 1, "the hit reached the upstream");
+}
+
+#[tokio::test]
+async fn key_order_and_whitespace_share_an_entry() {
+    let h = Harness::start().await;
+    assert_eq!(send(&h, BODY, &[]).await.0, "miss");
+    let reordered = "{\n  \"messages\" : [ { \"content\": \"cache me\", \"role\": \"user\" } ],\n  \"model\": \"gpt-4o-mini\", \"stream\": false, \"user\": \"end-user-7\"\n}";
+    assert_eq!(send(&h, reordered, &[]).await.0, "hit");
+    assert_eq!(h.mock.request_count(), 1);
+}
+
+#[tokio::test]
+async fn client_keys_do_not_share_entries_unless_global() {
+    let h = Harness::start().await;
+    let alice = [("authorization", "Bearer sk-alice")];
+    let bob = [("authorization", "Bearer sk-bob")];
+    assert_eq!(send(&h, BODY, &alice).await.0, "miss");
+    assert_eq!(send(&h, BODY, &bob).await.0, "miss");
+    assert_eq!(send(&h, BODY, &alice).await.0, "hit");
+    assert_eq!(send(&h, BODY, &bob).await.0, "hit");
+    assert_eq!(h.mock.request_count(), 2);
+
+    let global = Harness::start_with(MockOptions::default(), |c| {
+        c.cache.scope = CacheScope::Global
+    })
+    .await;
+    assert_eq!(send(&global, BODY, &alice).await.0, "miss");
+    assert_eq!(send(&global, BODY, &bob).await.0, "hit");
+}
+
+#[tokio::test]
+async fn cache_control_directives() {
+    let h = Harness::start().await;
+    // no-store: neither looked up nor stored.
+    assert_eq!(
+        send(&h, BODY, &[("cache-control", "no-store")]).await.0,
+        "bypass"
+    );
+    assert_eq!(send(&h, BODY, &[]).await.0, "miss");
+    // no-cache: not served from the cache, but the fresh answer is stored.
+    assert_eq!(
+        send(&h, BODY, &[("cache-control", "no-cache")]).await.0,
+        "miss"
+    );
+    assert_eq!(h.mock.request_count(), 3);
+    assert_eq!(send(&h, BODY, &[]).await.0, "hit");
+    // Cache-Control is sluice's to read: it does not travel upstream.
+    let received = h.last_upstream_request("/v1/chat/completions");
+    assert!(!received.headers.contains_key("cache-control"));
+    // max-age: an entry older than allowed is not served.
+    let stale = common::eventually(Duration::from_secs(5), || async {
+        send(&h, BODY, &[("cache-control", "max-age=0")]).await.0 == "miss"
+    })
+    .await;
+    assert!(stale, "max-age=0 kept being served from the cache");
+}
+
+#[tokio::test]
+async fn per_request_ttl_expires() {
+    let h = Harness::start().await;
+    let body = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"short-lived"}]}"#;
+    assert_eq!(
+        send(&h, body, &[("x-sluice-cache-ttl", "1")]).await.0,
+        "miss"
+    );
+    assert_eq!(send(&h, body, &[]).await.0, "hit");
+    let expired = common::eventually(Duration::from_secs(5), || async {
+        send(&h, body, &[("x-sluice-cache-ttl", "1")]).await.0 == "miss"
+    })
+    .await;
+    assert!(expired, "entry outlived its one-second ttl");
+}
+
+#[tokio::test]
+async fn errors_are_not_stored() {
+    let h = Harness::start().await;
+    for _ in 0..2 {
+        let (outcome, response) = send(&h, BODY, &[("x-mock-status", "500")]).await;
+        assert_eq!(response.status(), 500);
+        assert_eq!(outcome, "miss");
+    }
+    assert_eq!(h.mock.request_count(), 2);
+}
+
+#[tokio::test]
+async fn streams_and_disabled_cache_bypass() {
+    let h = Harness::start().await;
+    let response = h
+        .post("/v1/chat/completions", &common::chat_stream("s"))
+        .await;
+    assert_eq!(response.headers()["x-sluice-cache"], "bypass");
+    response.bytes().await.unwrap();
+
+    let off = Harness::start_with(MockOptions::default(), |c| c.cache.enabled = false).await;
+    assert_eq!(send(&off, BODY, &[]).await.0, "bypass");
+    assert_eq!(send(&off, BODY, &[]).await.0, "bypass");
+    assert_eq!(off.mock.request_count(), 2);
+    // Pass-through paths carry no cache header.
+    let models = http().get(off.url("/v1/models")).send().await.unwrap();
+    assert!(models.headers().get("x-sluice-cache").is_none());
+}
+
+#[tokio::test]
+async fn deterministic_only_caches_reproducible_requests() {
+    let h = Harness::start_with(MockOptions::default(), |c| {
+        c.cache.deterministic_only = true
+    })
+    .await;
+    let sampled = json!({"model": "gpt-4o-mini", "temperature": 0.7, "messages": [{"role": "user", "content": "x"}]});
+    assert_eq!(send(&h, &sampled.to_string(), &[]).await.0, "bypass");
+    let greedy = json!({"model": "gpt-4o-mini", "temperature": 0, "messages": [{"role": "user", "content": "x"}]});
+    assert_eq!(send(&h, &greedy.to_string(), &[]).await.0, "miss");
+    assert_eq!(send(&h, &greedy.to_string(), &[]).await.0, "hit");
+    let seeded =
+        json!({"model": "gpt-4o-mini", "seed": 7, "messages": [{"role": "user", "content": "x"}]});
+    assert_eq!(send(&h, &seeded.to_string(), &[]).await.0, "miss");
+}
+
+#[tokio::test]
+async fn hits_are_counted_in_metrics() {
+    let h = Harness::start().await;
+    let body = chat("metrics").to_string();
+    send(&h, &body, &[]).await.1.bytes().await.unwrap();
+    send(&h, &body, &[]).await.1.bytes().await.unwrap();
+    let text = http()
+        .get(h.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "sluice_cache_requests_total{result=\"hit\"}",
+        "sluice_cache_lookups_total{tier=\"memory\",result=\"hit\"}",
+        "sluice_cache_tokens_saved_total",
+        "sluice_cache_entries",
+        "sluice_cache_stored_bytes",
+    ] {
+        assert!(text.contains(needle), "missing {needle}");
+    }
+}
