@@ -194,3 +194,88 @@ async fn hits_are_counted_in_metrics() {
         assert!(text.contains(needle), "missing {needle}");
     }
 }
+
+#[tokio::test]
+async fn identical_requests_in_flight_share_one_upstream_call() {
+    let h = Harness::start_with(
+        MockOptions {
+            latency: Duration::from_millis(400),
+            ..MockOptions::default()
+        },
+        |_| {},
+    )
+    .await;
+    let body = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"together"}]}"#;
+    let requests = (0..20).map(|_| {
+        let url = h.url("/v1/chat/completions");
+        tokio::spawn(async move {
+            let response = http()
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let outcome = response.headers()["x-sluice-cache"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            assert_eq!(response.status(), 200);
+            (outcome, response.text().await.unwrap())
+        })
+    });
+    let requests: Vec<_> = requests.collect();
+    let mut outcomes = Vec::new();
+    let mut bodies = Vec::new();
+    for request in requests {
+        let (outcome, body) = request.await.unwrap();
+        outcomes.push(outcome);
+        bodies.push(body);
+    }
+    assert_eq!(h.mock.request_count(), 1, "outcomes: {outcomes:?}");
+    assert_eq!(
+        outcomes.iter().filter(|o| *o == "miss").count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes.iter().any(|o| o == "coalesced"),
+        "nobody waited on the flight: {outcomes:?}"
+    );
+    assert!(bodies.iter().all(|b| *b == bodies[0]));
+}
+
+#[tokio::test]
+async fn followers_of_a_failed_leader_are_not_stranded() {
+    let h = Harness::start_with(
+        MockOptions {
+            latency: Duration::from_millis(200),
+            ..MockOptions::default()
+        },
+        |_| {},
+    )
+    .await;
+    let body = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"doomed"}]}"#;
+    let requests = (0..5).map(|_| {
+        let url = h.url("/v1/chat/completions");
+        tokio::spawn(async move {
+            http()
+                .post(url)
+                .header("content-type", "application/json")
+                .header("x-mock-status", "503")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    });
+    let requests: Vec<_> = requests.collect();
+    for request in requests {
+        let status = tokio::time::timeout(Duration::from_secs(20), request)
+            .await
+            .unwrap_or_else(|_| panic!("a follower hung"))
+            .unwrap();
+        assert_eq!(status, 503);
+    }
+}

@@ -4,8 +4,10 @@
 //! (scope, endpoint, canonical body, rewriting settings), answers from the
 //! memory tier when it holds a fresh entry (`x-sluice-cache: hit`), and
 //! otherwise forwards the request and records the answer while relaying it,
-//! storing it once it has ended cleanly (`miss`). Requests it must not serve
-//! from or store into pass with `bypass`. It reads, and removes before
+//! storing it once it has ended cleanly (`miss`). Identical requests that
+//! arrive while one is in flight wait for it and are answered from what it
+//! stored (`coalesced`, see [`coalesce`]). Requests it must not serve from or
+//! store into pass with `bypass`. It reads, and removes before
 //! forwarding, `Cache-Control` (`no-cache`, `no-store`, `max-age=N`); it reads
 //! `x-sluice-cache-ttl`.
 //!
@@ -19,6 +21,7 @@
 //! let layer = CacheLayer::new(&config.cache, settings);
 //! ```
 
+pub mod coalesce;
 pub mod directives;
 pub mod key;
 pub mod store;
@@ -43,12 +46,16 @@ use crate::config::{CacheConfig, CacheScope};
 use crate::error::Error;
 use crate::observe::{CACHE_LOOKUPS_TOTAL, CACHE_REQUESTS_TOTAL, CACHE_TOKENS_SAVED_TOTAL};
 use crate::openai::ApiRequest;
+use coalesce::{FlightGuard, InFlight, Role};
 use directives::Directives;
 use key::{CacheKey, Scope};
 use store::{Entry, MemoryTier};
 
 pub static X_SLUICE_CACHE: HeaderName = HeaderName::from_static("x-sluice-cache");
 pub static X_SLUICE_CACHE_TIER: HeaderName = HeaderName::from_static("x-sluice-cache-tier");
+
+/// How many flights a request waits for before going upstream on its own.
+const MAX_FLIGHT_ROUNDS: usize = 3;
 
 /// Largest answer stored; larger ones are relayed and not kept.
 pub const MAX_ENTRY_BYTES: usize = 8 * 1024 * 1024;
@@ -66,6 +73,7 @@ const CREDENTIAL_HEADERS: [&str; 4] = [
 #[derive(Debug)]
 pub struct Cache {
     memory: MemoryTier,
+    in_flight: Arc<InFlight>,
     ttl: Duration,
     scope: CacheScope,
     deterministic_only: bool,
@@ -79,12 +87,28 @@ impl Cache {
         let memory_max = config.memory_max_size.as_u64();
         Cache {
             memory: MemoryTier::new(memory_max),
+            in_flight: Arc::default(),
             ttl: config.ttl,
             scope: config.scope,
             deterministic_only: config.deterministic_only,
             max_entry: MAX_ENTRY_BYTES.min(usize::try_from(memory_max).unwrap_or(usize::MAX)),
             settings,
         }
+    }
+
+    /// A fresh entry for `key` (within the request's `max-age`), counted.
+    fn lookup(&self, key: &CacheKey, directives: &Directives) -> Option<Arc<Entry>> {
+        let fresh = self.memory.get(key).filter(|entry| {
+            directives
+                .max_age
+                .is_none_or(|max| entry.age() <= max.as_secs())
+        });
+        let result = if fresh.is_some() { "hit" } else { "miss" };
+        metrics::counter!(CACHE_LOOKUPS_TOTAL, "tier" => "memory", "result" => result).increment(1);
+        if let Some(entry) = &fresh {
+            metrics::counter!(CACHE_TOKENS_SAVED_TOTAL).increment(entry.tokens);
+        }
+        fresh
     }
 
     /// Whether this request may be served from and stored in the cache.
@@ -235,17 +259,26 @@ where
         || api.raw("max_completion_tokens").is_some()
         || api.raw("max_output_tokens").is_some();
 
+    // A request for a key in flight waits for that flight, then looks
+    // again; a leader that failed or went away leaves nothing to find, and
+    // the follower tries itself (after a few rounds, without coalescing).
+    let mut waited = false;
+    let mut flight: Option<FlightGuard> = None;
     if !directives.no_cache {
-        let fresh = cache.memory.get(&key).filter(|entry| {
-            directives
-                .max_age
-                .is_none_or(|max| entry.age() <= max.as_secs())
-        });
-        let result = if fresh.is_some() { "hit" } else { "miss" };
-        metrics::counter!(CACHE_LOOKUPS_TOTAL, "tier" => "memory", "result" => result).increment(1);
-        if let Some(entry) = fresh {
-            metrics::counter!(CACHE_TOKENS_SAVED_TOTAL).increment(entry.tokens);
-            return Ok(mark(hit(&entry), "hit"));
+        for _ in 0..MAX_FLIGHT_ROUNDS {
+            if let Some(entry) = cache.lookup(&key, &directives) {
+                return Ok(mark(hit(&entry), if waited { "coalesced" } else { "hit" }));
+            }
+            match cache.in_flight.join(key) {
+                Role::Leader(guard) => {
+                    flight = Some(guard);
+                    break;
+                }
+                Role::Follower(leader) => {
+                    coalesce::landed(leader).await;
+                    waited = true;
+                }
+            }
         }
     }
 
@@ -273,6 +306,7 @@ where
             content_type,
             limit_set,
             buffer: BytesMut::new(),
+            _flight: flight,
         }),
     };
     Ok(Response::from_parts(parts, body::boxed(recorder)))
@@ -301,6 +335,8 @@ struct Recording {
     content_type: HeaderValue,
     limit_set: bool,
     buffer: BytesMut,
+    /// Followers wait until this recording is stored or abandoned.
+    _flight: Option<FlightGuard>,
 }
 
 impl Recording {
@@ -431,6 +467,7 @@ mod tests {
             content_type: HeaderValue::from_static("application/json"),
             limit_set,
             buffer: BytesMut::from(body.as_bytes()),
+            _flight: None,
         }
         .finish();
         cache.memory.get(&key).is_some()
@@ -475,6 +512,7 @@ mod tests {
             content_type: HeaderValue::from_static("application/json"),
             limit_set: false,
             buffer: BytesMut::from(&br#"{"usage":{"prompt_tokens":5,"total_tokens":42}}"#[..]),
+            _flight: None,
         }
         .finish();
         assert_eq!(cache.memory.get(&key).map(|e| e.tokens), Some(42));
