@@ -6,7 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Harness, chat, http};
+use async_openai::types::chat::{CreateChatCompletionRequest, CreateChatCompletionStreamResponse};
+use common::{Harness, chat, from_json, http};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use sluice::config::CacheScope;
 use sluice::mock::MockOptions;
@@ -139,9 +141,8 @@ async fn errors_are_not_stored() {
 #[tokio::test]
 async fn streams_and_disabled_cache_bypass() {
     let h = Harness::start().await;
-    let response = h
-        .post("/v1/chat/completions", &common::chat_stream("s"))
-        .await;
+    let streamed_responses = json!({"model": "gpt-4.1-mini", "input": "hi", "stream": true});
+    let response = h.post("/v1/responses", &streamed_responses).await;
     assert_eq!(response.headers()["x-sluice-cache"], "bypass");
     response.bytes().await.unwrap();
 
@@ -278,4 +279,108 @@ async fn followers_of_a_failed_leader_are_not_stranded() {
             .unwrap();
         assert_eq!(status, 503);
     }
+}
+
+async fn sdk_stream(h: &Harness, request: &Value) -> (String, usize, bool) {
+    let chunks: Vec<CreateChatCompletionStreamResponse> = h
+        .sdk()
+        .chat()
+        .create_stream(from_json(request.clone()))
+        .await
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    let text = chunks
+        .iter()
+        .filter_map(|c| c.choices.first()?.delta.content.clone())
+        .collect();
+    let usage = chunks.iter().any(|c| c.usage.is_some());
+    (text, chunks.len(), usage)
+}
+
+async fn sdk_plain(h: &Harness, request: &Value) -> String {
+    let answer = h
+        .sdk()
+        .chat()
+        .create(from_json::<CreateChatCompletionRequest>(request.clone()))
+        .await
+        .unwrap();
+    answer.choices[0].message.content.clone().unwrap()
+}
+
+#[tokio::test]
+async fn streams_are_recorded_and_replayed() {
+    let h = Harness::start().await;
+    let request = common::chat_stream("stream me");
+    let (first, first_chunks, _) = sdk_stream(&h, &request).await;
+    let (second, second_chunks, _) = sdk_stream(&h, &request).await;
+    assert_eq!(first, second);
+    assert_eq!(
+        first_chunks, second_chunks,
+        "chunk structure changed on replay"
+    );
+    assert_eq!(h.mock.request_count(), 1);
+    // The same over raw HTTP: the replay is byte for byte what was relayed.
+    let raw = common::chat_stream("raw stream");
+    let first = h.post("/v1/chat/completions", &raw).await;
+    assert_eq!(first.headers()["x-sluice-cache"], "miss");
+    let first = first.bytes().await.unwrap();
+    let second = h.post("/v1/chat/completions", &raw).await;
+    assert_eq!(second.headers()["x-sluice-cache"], "hit");
+    assert!(
+        second.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    assert_eq!(second.bytes().await.unwrap(), first);
+}
+
+#[tokio::test]
+async fn one_entry_serves_both_forms() {
+    let h = Harness::start().await;
+    // Plain first, then a stream replayed from it.
+    let plain_request = chat("both ways");
+    let plain = sdk_plain(&h, &plain_request).await;
+    let mut stream_request = plain_request.clone();
+    stream_request["stream"] = json!(true);
+    stream_request["stream_options"] = json!({"include_usage": true});
+    let (streamed, _, usage) = sdk_stream(&h, &stream_request).await;
+    assert_eq!(streamed, plain);
+    assert!(usage, "include_usage asked for a usage chunk");
+    assert_eq!(h.mock.request_count(), 1);
+
+    // Stream first, then a plain answer assembled from it.
+    let stream_request = common::chat_stream("the other way");
+    let (streamed, _, _) = sdk_stream(&h, &stream_request).await;
+    let plain = sdk_plain(&h, &chat("the other way")).await;
+    assert_eq!(plain, streamed);
+    assert_eq!(h.mock.request_count(), 2);
+}
+
+#[tokio::test]
+async fn abandoned_streams_are_not_stored() {
+    let h = Harness::start_with(
+        MockOptions {
+            chunk_delay: Duration::from_millis(50),
+            chunks: 20,
+            ..MockOptions::default()
+        },
+        |_| {},
+    )
+    .await;
+    let request = common::chat_stream("left early");
+    let response = h.post("/v1/chat/completions", &request).await;
+    assert_eq!(response.headers()["x-sluice-cache"], "miss");
+    let mut stream = response.bytes_stream();
+    stream.next().await.unwrap().unwrap();
+    drop(stream);
+    let response = h.post("/v1/chat/completions", &request).await;
+    assert_eq!(
+        response.headers()["x-sluice-cache"],
+        "miss",
+        "a partial stream was stored"
+    );
+    response.bytes().await.unwrap();
 }

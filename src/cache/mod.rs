@@ -14,8 +14,10 @@
 //! Stored: 200 JSON answers of the understood endpoints, at most
 //! [`MAX_ENTRY_BYTES`], never an answer cut short by the token limit the
 //! client did not set (`finish_reason: "length"` without `max_tokens`) nor an
-//! incomplete Responses answer. Streamed requests are not served from the
-//! cache yet: they pass with `bypass`.
+//! incomplete Responses answer. Streamed chat completions are recorded as they
+//! are relayed and stored, as the stream and as the plain answer it amounts
+//! to, only once they ended with `[DONE]`; one entry serves both forms. Streams
+//! of the other endpoints pass with `bypass` for now.
 //!
 //! ```ignore
 //! let layer = CacheLayer::new(&config.cache, settings);
@@ -45,11 +47,11 @@ use crate::body::{self, Body};
 use crate::config::{CacheConfig, CacheScope};
 use crate::error::Error;
 use crate::observe::{CACHE_LOOKUPS_TOTAL, CACHE_REQUESTS_TOTAL, CACHE_TOKENS_SAVED_TOTAL};
-use crate::openai::ApiRequest;
+use crate::openai::{ApiRequest, Endpoint, chat_stream};
 use coalesce::{FlightGuard, InFlight, Role};
 use directives::Directives;
 use key::{CacheKey, Scope};
-use store::{Entry, MemoryTier};
+use store::{Entry, MemoryTier, RecordedStream};
 
 pub static X_SLUICE_CACHE: HeaderName = HeaderName::from_static("x-sluice-cache");
 pub static X_SLUICE_CACHE_TIER: HeaderName = HeaderName::from_static("x-sluice-cache-tier");
@@ -113,7 +115,10 @@ impl Cache {
 
     /// Whether this request may be served from and stored in the cache.
     fn cacheable(&self, api: &ApiRequest, directives: &Directives) -> bool {
-        if directives.no_store || api.stream() {
+        // Streams are recorded and replayed for chat completions; streams of
+        // the other endpoints pass through for now.
+        let stream_ok = !api.stream() || api.endpoint() == Endpoint::ChatCompletions;
+        if directives.no_store || !stream_ok {
             return false;
         }
         !self.deterministic_only || is_deterministic(api)
@@ -264,10 +269,17 @@ where
     // the follower tries itself (after a few rounds, without coalescing).
     let mut waited = false;
     let mut flight: Option<FlightGuard> = None;
+    let wants = Wanted::of(api);
     if !directives.no_cache {
         for _ in 0..MAX_FLIGHT_ROUNDS {
             if let Some(entry) = cache.lookup(&key, &directives) {
-                return Ok(mark(hit(&entry), if waited { "coalesced" } else { "hit" }));
+                let outcome = if waited { "coalesced" } else { "hit" };
+                return Ok(mark(hit(&entry, wants), outcome));
+            }
+            if wants.stream {
+                // A stream does not wait for another request's whole answer:
+                // it goes upstream and relays as it comes.
+                break;
             }
             match cache.in_flight.join(key) {
                 Role::Leader(guard) => {
@@ -286,11 +298,16 @@ where
     req.headers_mut().remove(header::ACCEPT_ENCODING);
     let response = inner.call(req).await?;
     let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
+    let expected: &[u8] = if wants.stream {
+        b"text/event-stream"
+    } else {
+        b"application/json"
+    };
     let storable = response.status() == StatusCode::OK
         && !response.headers().contains_key(header::CONTENT_ENCODING)
         && content_type
             .as_ref()
-            .is_some_and(|ct| ct.as_bytes().starts_with(b"application/json"));
+            .is_some_and(|ct| ct.as_bytes().starts_with(expected));
     let response = mark(response, "miss");
     let (Some(content_type), true) = (content_type, storable) else {
         return Ok(response);
@@ -305,6 +322,7 @@ where
             ttl,
             content_type,
             limit_set,
+            wants,
             buffer: BytesMut::new(),
             _flight: flight,
         }),
@@ -312,10 +330,50 @@ where
     Ok(Response::from_parts(parts, body::boxed(recorder)))
 }
 
-fn hit(entry: &Entry) -> Response<Body> {
-    let mut response = Response::new(body::full(entry.body.clone()));
+/// The form of answer a request wants.
+#[derive(Debug, Clone, Copy)]
+struct Wanted {
+    stream: bool,
+    /// `stream_options.include_usage`: a final usage chunk.
+    usage: bool,
+}
+
+impl Wanted {
+    fn of(api: &ApiRequest) -> Wanted {
+        let usage = api
+            .get::<serde_json::Value>("stream_options")
+            .and_then(Result::ok)
+            .and_then(|o| o.get("include_usage").and_then(serde_json::Value::as_bool))
+            .unwrap_or(false);
+        Wanted {
+            stream: api.stream(),
+            usage,
+        }
+    }
+}
+
+/// The answer to a hit, in the form the request wants: the stored stream
+/// as recorded when it fits, else one replayed from the plain answer; the
+/// plain answer (recorded, or assembled from a recorded stream).
+fn hit(entry: &Entry, wants: Wanted) -> Response<Body> {
+    let (body, content_type) = if wants.stream {
+        let stream = match &entry.stream {
+            Some(recorded) if recorded.usage == wants.usage => Some(recorded.sse.clone()),
+            _ => serde_json::from_slice(&entry.body)
+                .ok()
+                .and_then(|plain| chat_stream::synthesize(&plain, wants.usage))
+                .map(Bytes::from),
+        };
+        (
+            stream.unwrap_or_default(),
+            HeaderValue::from_static("text/event-stream; charset=utf-8"),
+        )
+    } else {
+        (entry.body.clone(), entry.content_type.clone())
+    };
+    let mut response = Response::new(body::full(body));
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, entry.content_type.clone());
+    headers.insert(header::CONTENT_TYPE, content_type);
     headers.insert(
         X_SLUICE_CACHE_TIER.clone(),
         HeaderValue::from_static("memory"),
@@ -334,6 +392,7 @@ struct Recording {
     ttl: Duration,
     content_type: HeaderValue,
     limit_set: bool,
+    wants: Wanted,
     buffer: BytesMut,
     /// Followers wait until this recording is stored or abandoned.
     _flight: Option<FlightGuard>,
@@ -342,7 +401,27 @@ struct Recording {
 impl Recording {
     /// Stores the recorded answer if it is a complete one.
     fn finish(self) {
-        let body = self.buffer.freeze();
+        let recorded = self.buffer.freeze();
+        let (body, stream, content_type) = if self.wants.stream {
+            // Stored as the plain answer it amounts to, plus the stream itself.
+            let Some(plain) = chat_stream::assemble(&recorded) else {
+                return;
+            };
+            let Ok(plain) = serde_json::to_vec(&plain) else {
+                return;
+            };
+            let stream = RecordedStream {
+                sse: recorded,
+                usage: self.wants.usage,
+            };
+            (
+                Bytes::from(plain),
+                Some(stream),
+                HeaderValue::from_static("application/json"),
+            )
+        } else {
+            (recorded, None, self.content_type)
+        };
         let Ok(answer) = serde_json::from_slice::<Answer>(&body) else {
             return;
         };
@@ -364,7 +443,8 @@ impl Recording {
             self.key,
             Entry {
                 body,
-                content_type: self.content_type,
+                content_type,
+                stream,
                 stored_at: SystemTime::now(),
                 ttl,
                 tokens,
@@ -466,6 +546,10 @@ mod tests {
             ttl: Duration::from_secs(60),
             content_type: HeaderValue::from_static("application/json"),
             limit_set,
+            wants: Wanted {
+                stream: false,
+                usage: false,
+            },
             buffer: BytesMut::from(body.as_bytes()),
             _flight: None,
         }
@@ -511,6 +595,10 @@ mod tests {
             ttl: Duration::from_secs(60),
             content_type: HeaderValue::from_static("application/json"),
             limit_set: false,
+            wants: Wanted {
+                stream: false,
+                usage: false,
+            },
             buffer: BytesMut::from(&br#"{"usage":{"prompt_tokens":5,"total_tokens":42}}"#[..]),
             _flight: None,
         }

@@ -14,14 +14,25 @@ use crate::observe::{CACHE_ENTRIES, CACHE_EVICTIONS_TOTAL, CACHE_STORED_BYTES};
 /// One stored answer.
 #[derive(Debug)]
 pub struct Entry {
+    /// The plain answer (for a recorded stream: the one it amounts to).
     pub body: Bytes,
     pub content_type: HeaderValue,
+    /// The stream as the upstream sent it, when the answer was streamed.
+    pub stream: Option<RecordedStream>,
     /// When it was stored, for `age` and `max-age`.
     pub stored_at: SystemTime,
     pub ttl: Duration,
     /// Tokens the upstream reported for it (`usage.total_tokens`): what each
     /// hit saves.
     pub tokens: u64,
+}
+
+/// A recorded SSE stream.
+#[derive(Debug, Clone)]
+pub struct RecordedStream {
+    pub sse: Bytes,
+    /// Whether it carries the final usage chunk (`include_usage`).
+    pub usage: bool,
 }
 
 impl Entry {
@@ -69,7 +80,8 @@ impl MemoryTier {
         let cache = Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|_key, entry: &Arc<Entry>| {
-                u32::try_from(entry.body.len())
+                let stream = entry.stream.as_ref().map_or(0, |s| s.sse.len());
+                u32::try_from(entry.body.len() + stream)
                     .unwrap_or(u32::MAX)
                     .saturating_add(ENTRY_OVERHEAD)
             })
@@ -103,6 +115,7 @@ mod tests {
         Entry {
             body: Bytes::from(vec![b'x'; len]),
             content_type: HeaderValue::from_static("application/json"),
+            stream: None,
             stored_at: SystemTime::now(),
             ttl,
             tokens: 0,

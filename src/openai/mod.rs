@@ -1,8 +1,10 @@
 //! Wire formats of the OpenAI-compatible API that sluice understands.
 
+pub mod chat_stream;
 pub mod endpoint;
 pub mod error;
 pub mod request;
+pub mod sse;
 
 pub use endpoint::Endpoint;
 pub use request::ApiRequest;
