@@ -55,6 +55,9 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     /// Closed when every worker has exited.
     done: mpsc::Receiver<()>,
+    /// Queued cache writes are flushed to Redis after the workers stop.
+    cache: Option<Arc<crate::cache::Cache>>,
+    shutdown_grace: Duration,
 }
 
 impl Running {
@@ -80,6 +83,9 @@ impl Running {
     /// Waits until every worker has stopped.
     pub async fn wait(mut self) {
         while self.done.recv().await.is_some() {}
+        if let Some(cache) = &self.cache {
+            cache.flush(self.shutdown_grace).await;
+        }
     }
 }
 
@@ -136,11 +142,17 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }
     lifecycle.set(Phase::Ready);
     tracing::info!(%addr, workers, upstreams = config.upstreams.len(), "sluice listening");
+    let cache = match &shared.cache {
+        crate::cache::CacheLayer::Enabled(cache) => Some(cache.clone()),
+        crate::cache::CacheLayer::Disabled => None,
+    };
     Ok(Running {
         addr,
         lifecycle,
         shutdown,
         done,
+        cache,
+        shutdown_grace: config.server.shutdown_grace,
     })
 }
 

@@ -26,6 +26,7 @@
 pub mod coalesce;
 pub mod directives;
 pub mod key;
+pub mod redis;
 pub mod store;
 
 use std::future::Future;
@@ -56,6 +57,12 @@ use store::{Entry, MemoryTier, RecordedStream};
 pub static X_SLUICE_CACHE: HeaderName = HeaderName::from_static("x-sluice-cache");
 pub static X_SLUICE_CACHE_TIER: HeaderName = HeaderName::from_static("x-sluice-cache-tier");
 
+/// Redis keys: a versioned prefix, so a change of format never reads old
+/// entries under a new meaning.
+const REDIS_PREFIX: &str = "sluice:v1:";
+/// Writes to Redis waiting for the writer; beyond this they are dropped.
+const REDIS_WRITE_QUEUE: usize = 10_000;
+
 /// How many flights a request waits for before going upstream on its own.
 const MAX_FLIGHT_ROUNDS: usize = 3;
 
@@ -75,6 +82,8 @@ const CREDENTIAL_HEADERS: [&str; 4] = [
 #[derive(Debug)]
 pub struct Cache {
     memory: MemoryTier,
+    /// The tier shared by every replica, when `redis_url` is set.
+    redis: Option<redis::RedisTier>,
     in_flight: Arc<InFlight>,
     ttl: Duration,
     scope: CacheScope,
@@ -87,8 +96,25 @@ pub struct Cache {
 impl Cache {
     pub fn new(config: &CacheConfig, settings: String) -> Cache {
         let memory_max = config.memory_max_size.as_u64();
+        let redis = (!config.redis_url.is_empty())
+            .then(|| {
+                redis::RedisTier::start(redis::RedisOptions {
+                    url: config.redis_url.clone(),
+                    timeout: config.redis_timeout,
+                    prefix: REDIS_PREFIX.to_owned(),
+                    queue: REDIS_WRITE_QUEUE,
+                })
+            })
+            .and_then(|started| {
+                started
+                    .map_err(|error| {
+                        tracing::error!(%error, "Redis tier not started; the cache runs on memory only");
+                    })
+                    .ok()
+            });
         Cache {
             memory: MemoryTier::new(memory_max),
+            redis,
             in_flight: Arc::default(),
             ttl: config.ttl,
             scope: config.scope,
@@ -98,19 +124,57 @@ impl Cache {
         }
     }
 
-    /// A fresh entry for `key` (within the request's `max-age`), counted.
-    fn lookup(&self, key: &CacheKey, directives: &Directives) -> Option<Arc<Entry>> {
-        let fresh = self.memory.get(key).filter(|entry| {
+    /// A fresh entry for `key` (within the request's `max-age`): from
+    /// memory, else from Redis (then kept in memory too). Counted per tier.
+    async fn lookup(
+        &self,
+        key: &CacheKey,
+        directives: &Directives,
+    ) -> Option<(Arc<Entry>, &'static str)> {
+        let fresh = |entry: &Arc<Entry>| {
             directives
                 .max_age
                 .is_none_or(|max| entry.age() <= max.as_secs())
-        });
-        let result = if fresh.is_some() { "hit" } else { "miss" };
-        metrics::counter!(CACHE_LOOKUPS_TOTAL, "tier" => "memory", "result" => result).increment(1);
-        if let Some(entry) = &fresh {
-            metrics::counter!(CACHE_TOKENS_SAVED_TOTAL).increment(entry.tokens);
+        };
+        let found = self.memory.get(key).filter(fresh);
+        count_lookup("memory", found.is_some());
+        let (entry, tier) = match found {
+            Some(entry) => (entry, "memory"),
+            None => {
+                let redis = self.redis.as_ref()?;
+                let hex = key.to_hex();
+                let entry = match redis.get(&hex).await {
+                    Ok(Some(bytes)) => store::wire::decode(bytes).map(Arc::new),
+                    Ok(None) | Err(_) => None,
+                };
+                let entry = entry.filter(fresh);
+                count_lookup("redis", entry.is_some());
+                let entry = entry?;
+                // Keep it in memory for the rest of its life.
+                let remaining = entry.ttl.saturating_sub(Duration::from_secs(entry.age()));
+                if !remaining.is_zero() {
+                    self.memory.insert_shared(*key, entry.clone(), remaining);
+                }
+                (entry, "redis")
+            }
+        };
+        metrics::counter!(CACHE_TOKENS_SAVED_TOTAL).increment(entry.tokens);
+        Some((entry, tier))
+    }
+
+    /// Stores a complete answer in memory and, without waiting, in Redis.
+    fn store(&self, key: CacheKey, entry: Entry) {
+        if let Some(redis) = &self.redis {
+            redis.put(key.to_hex(), store::wire::encode(&entry), entry.ttl);
         }
-        fresh
+        self.memory.insert(key, entry);
+    }
+
+    /// Waits (up to `deadline`) for queued Redis writes; for shutdown.
+    pub async fn flush(&self, deadline: Duration) {
+        if let Some(redis) = &self.redis {
+            redis.flush(deadline).await;
+        }
     }
 
     /// Whether this request may be served from and stored in the cache.
@@ -229,6 +293,11 @@ where
     }
 }
 
+fn count_lookup(tier: &'static str, hit: bool) {
+    let result = if hit { "hit" } else { "miss" };
+    metrics::counter!(CACHE_LOOKUPS_TOTAL, "tier" => tier, "result" => result).increment(1);
+}
+
 fn mark_bypass(result: Result<Response<Body>, Error>) -> Result<Response<Body>, Error> {
     result.map(|response| mark(response, "bypass"))
 }
@@ -272,9 +341,9 @@ where
     let wants = Wanted::of(api);
     if !directives.no_cache {
         for _ in 0..MAX_FLIGHT_ROUNDS {
-            if let Some(entry) = cache.lookup(&key, &directives) {
+            if let Some((entry, tier)) = cache.lookup(&key, &directives).await {
                 let outcome = if waited { "coalesced" } else { "hit" };
-                return Ok(mark(hit(&entry, wants), outcome));
+                return Ok(mark(hit(&entry, tier, wants), outcome));
             }
             if wants.stream {
                 // A stream does not wait for another request's whole answer:
@@ -355,7 +424,7 @@ impl Wanted {
 /// The answer to a hit, in the form the request wants: the stored stream
 /// as recorded when it fits, else one replayed from the plain answer; the
 /// plain answer (recorded, or assembled from a recorded stream).
-fn hit(entry: &Entry, wants: Wanted) -> Response<Body> {
+fn hit(entry: &Entry, tier: &'static str, wants: Wanted) -> Response<Body> {
     let (body, content_type) = if wants.stream {
         let stream = match &entry.stream {
             Some(recorded) if recorded.usage == wants.usage => Some(recorded.sse.clone()),
@@ -374,10 +443,7 @@ fn hit(entry: &Entry, wants: Wanted) -> Response<Body> {
     let mut response = Response::new(body::full(body));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, content_type);
-    headers.insert(
-        X_SLUICE_CACHE_TIER.clone(),
-        HeaderValue::from_static("memory"),
-    );
+    headers.insert(X_SLUICE_CACHE_TIER.clone(), HeaderValue::from_static(tier));
     headers.insert(header::AGE, HeaderValue::from(entry.age()));
     headers.insert(
         crate::upstream::forward::X_SLUICE_ATTEMPTS.clone(),
@@ -439,7 +505,7 @@ impl Recording {
         }
         let tokens = answer.usage.and_then(|u| u.total_tokens).unwrap_or(0);
         let ttl = self.ttl;
-        self.cache.memory.insert(
+        self.cache.store(
             self.key,
             Entry {
                 body,

@@ -100,7 +100,28 @@ impl MemoryTier {
     }
 
     pub fn insert(&self, key: CacheKey, entry: Entry) {
-        self.cache.insert(key, Arc::new(entry));
+        self.insert_arc(key, Arc::new(entry));
+    }
+
+    /// Keeps an entry read from another tier for `remaining` of its life.
+    pub fn insert_shared(&self, key: CacheKey, entry: Arc<Entry>, remaining: Duration) {
+        let entry = if remaining < entry.ttl {
+            Arc::new(Entry {
+                body: entry.body.clone(),
+                content_type: entry.content_type.clone(),
+                stream: entry.stream.clone(),
+                stored_at: entry.stored_at,
+                ttl: remaining,
+                tokens: entry.tokens,
+            })
+        } else {
+            entry
+        };
+        self.insert_arc(key, entry);
+    }
+
+    fn insert_arc(&self, key: CacheKey, entry: Arc<Entry>) {
+        self.cache.insert(key, entry);
         self.cache.run_pending_tasks();
         metrics::gauge!(CACHE_ENTRIES).set(self.cache.entry_count() as f64);
         metrics::gauge!(CACHE_STORED_BYTES).set(self.cache.weighted_size() as f64);
@@ -144,5 +165,123 @@ mod tests {
             "{} bytes held",
             tier.cache.weighted_size()
         );
+    }
+}
+
+/// Encoding of an entry for the shared Redis tier: a version byte, then
+/// fixed-width numbers and length-prefixed byte strings. Anything that does
+/// not decode is treated as a miss.
+pub mod wire {
+    use super::*;
+
+    const VERSION: u8 = 1;
+
+    pub fn encode(entry: &Entry) -> Bytes {
+        let stream_len = entry.stream.as_ref().map_or(0, |s| s.sse.len());
+        let mut out = Vec::with_capacity(40 + entry.body.len() + stream_len);
+        out.push(VERSION);
+        let stored = entry
+            .stored_at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        out.extend_from_slice(&stored.to_le_bytes());
+        out.extend_from_slice(&entry.ttl.as_secs().to_le_bytes());
+        out.extend_from_slice(&entry.tokens.to_le_bytes());
+        bytes(&mut out, entry.content_type.as_bytes());
+        bytes(&mut out, &entry.body);
+        match &entry.stream {
+            None => out.push(0),
+            Some(stream) => {
+                out.push(if stream.usage { 2 } else { 1 });
+                bytes(&mut out, &stream.sse);
+            }
+        }
+        out.into()
+    }
+
+    fn bytes(out: &mut Vec<u8>, b: &[u8]) {
+        out.extend_from_slice(&(b.len() as u64).to_le_bytes());
+        out.extend_from_slice(b);
+    }
+
+    pub fn decode(mut input: Bytes) -> Option<Entry> {
+        if take(&mut input, 1)?.first() != Some(&VERSION) {
+            return None;
+        }
+        let stored = number(&mut input)?;
+        let ttl = number(&mut input)?;
+        let tokens = number(&mut input)?;
+        let content_type = HeaderValue::from_maybe_shared(chunk(&mut input)?).ok()?;
+        let body = chunk(&mut input)?;
+        let stream = match take(&mut input, 1)?.first()? {
+            0 => None,
+            flag @ (1 | 2) => Some(RecordedStream {
+                usage: *flag == 2,
+                sse: chunk(&mut input)?,
+            }),
+            _ => return None,
+        };
+        Some(Entry {
+            body,
+            content_type,
+            stream,
+            stored_at: SystemTime::UNIX_EPOCH + Duration::from_secs(stored),
+            ttl: Duration::from_secs(ttl),
+            tokens,
+        })
+    }
+
+    fn take(input: &mut Bytes, n: usize) -> Option<Bytes> {
+        (input.len() >= n).then(|| input.split_to(n))
+    }
+
+    fn number(input: &mut Bytes) -> Option<u64> {
+        let raw = take(input, 8)?;
+        Some(u64::from_le_bytes(raw.as_ref().try_into().ok()?))
+    }
+
+    fn chunk(input: &mut Bytes) -> Option<Bytes> {
+        let len = usize::try_from(number(input)?).ok()?;
+        take(input, len)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn round_trip_and_garbage() {
+            let entry = Entry {
+                body: Bytes::from_static(b"{\"a\":1}"),
+                content_type: HeaderValue::from_static("application/json"),
+                stream: Some(RecordedStream {
+                    sse: Bytes::from_static(b"data: [DONE]\n\n"),
+                    usage: true,
+                }),
+                stored_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+                ttl: Duration::from_secs(3600),
+                tokens: 42,
+            };
+            let back = decode(encode(&entry)).unwrap_or_else(|| panic!("no decode"));
+            assert_eq!(back.body, entry.body);
+            assert_eq!(back.content_type, entry.content_type);
+            assert_eq!(back.stored_at, entry.stored_at);
+            assert_eq!(back.ttl, entry.ttl);
+            assert_eq!(back.tokens, 42);
+            assert!(back.stream.is_some_and(|s| {
+                s.usage
+                    && s.sse
+                        == entry
+                            .stream
+                            .as_ref()
+                            .map(|s| s.sse.clone())
+                            .unwrap_or_default()
+            }));
+            let encoded = encode(&entry);
+            for cut in [0, 1, 9, encoded.len() - 1] {
+                assert!(decode(encoded.slice(..cut)).is_none(), "cut at {cut}");
+            }
+            assert!(decode(Bytes::from_static(b"\x09garbage")).is_none());
+        }
     }
 }

@@ -4,6 +4,8 @@
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 #![expect(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
 
+pub mod redis;
+
 use std::future::Future;
 use std::time::Duration;
 

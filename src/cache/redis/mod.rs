@@ -1,0 +1,579 @@
+//! The Redis tier of the response cache: answers shared by every sluice replica.
+//!
+//! The cache layer looks here after a memory miss ([`RedisTier::get`]) and
+//! stores fresh answers here ([`RedisTier::put`]). Redis never fails or holds
+//! up a request: a lookup is bounded by `redis_timeout`, a store is queued for
+//! a background writer and never waited on, and a failing Redis trips a
+//! circuit breaker so lookups return at once until a background probe sees it
+//! answer again. The tier starts disconnected and connects in the background,
+//! so sluice starts with Redis unreachable.
+//!
+//! The connection, the writer and the probe run on a dedicated thread with its
+//! own current-thread runtime, so the tier can be called from any of sluice's
+//! per-worker runtimes and lives as long as any clone of the handle.
+//!
+//! `redis_url` is a `redis://` URL, or for Redis Cluster `redis+cluster://`
+//! with comma-separated nodes (`redis+cluster://:pw@10.0.0.1:7000,10.0.0.2:7000`)
+//! or a comma-separated list of `redis://` node URLs.
+//!
+//! ```ignore
+//! let tier = RedisTier::start(RedisOptions {
+//!     url: "redis://127.0.0.1:6379".into(),
+//!     timeout: Duration::from_millis(50),
+//!     prefix: "sluice:v1:".into(),
+//!     queue: 10_000,
+//! })?;
+//! tier.put(key.clone(), answer, Duration::from_secs(3600));
+//! let hit: Option<Bytes> = tier.get(&key).await.unwrap_or(None);
+//! ```
+
+mod breaker;
+mod codec;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::aio::MultiplexedConnection;
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
+use redis::{AsyncConnectionConfig, Cmd, FromRedisValue, RedisResult};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::Instant;
+
+pub use self::breaker::BreakerState;
+use self::breaker::{Breaker, BreakerConfig};
+
+/// Most queued writes sent to Redis together.
+const MAX_WRITE_BATCH: usize = 64;
+
+/// Settings of the Redis tier, from the `[cache]` section.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// `redis_url`: `redis://…`, `redis+cluster://h1:p1,h2:p2` or `redis://…,redis://…`.
+    pub url: String,
+    /// `redis_timeout`: bound of every lookup and of the probe.
+    pub timeout: Duration,
+    /// Prepended to every key, e.g. `sluice:v1:`.
+    pub prefix: String,
+    /// Writes waiting for the writer; more are dropped.
+    pub queue: usize,
+}
+
+/// Why a Redis tier call did not return a value.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisTierError {
+    /// `redis_url` cannot be used (configuration error; retrying does not help).
+    #[error("invalid redis_url: {0}")]
+    InvalidUrl(String),
+    /// The tier's background thread could not be started (internal).
+    #[error("cannot start the redis thread: {0}")]
+    Start(#[source] std::io::Error),
+    /// The breaker is open or no connection is up; Redis was not called.
+    #[error("redis unavailable")]
+    Unavailable,
+    /// Redis did not answer within `redis_timeout`.
+    #[error("redis did not answer within the timeout")]
+    Timeout,
+    /// Redis answered with an error or the connection failed.
+    #[error("redis error: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// Counts since the tier started (also exported as metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RedisTierStats {
+    /// Values written to Redis.
+    pub writes: u64,
+    /// Writes dropped because the write queue was full.
+    pub dropped_queue_full: u64,
+    /// Writes dropped because Redis was unavailable.
+    pub dropped_breaker_open: u64,
+}
+
+/// The Redis tier. Cheap to clone; the background thread stops when the last
+/// clone is dropped.
+#[derive(Clone)]
+pub struct RedisTier {
+    handle: Arc<Handle>,
+}
+
+struct Handle {
+    shared: Arc<Shared>,
+    writes: mpsc::Sender<Write>,
+    /// Dropping it (with the last handle) stops the background thread.
+    _stop: oneshot::Sender<()>,
+}
+
+/// State used by callers and by the background thread.
+struct Shared {
+    options: RedisOptions,
+    breaker: Breaker,
+    /// The live connection; `None` until connected and while reconnecting.
+    /// Only the background thread sets it, so connections (and the tasks
+    /// driving them) always belong to the background runtime.
+    conn: RwLock<Option<Conn>>,
+    /// Writes queued and not yet written or dropped.
+    pending: AtomicUsize,
+    /// Woken when `pending` drops to zero.
+    idle: Notify,
+    writes: AtomicU64,
+    dropped_queue_full: AtomicU64,
+    dropped_breaker_open: AtomicU64,
+}
+
+struct Write {
+    key: String,
+    value: Bytes,
+    ttl_secs: u64,
+}
+
+/// A multiplexed handle on one node or on a cluster; clones share the connection.
+#[derive(Clone)]
+enum Conn {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl Conn {
+    async fn query<T: FromRedisValue>(&mut self, cmd: &Cmd) -> RedisResult<T> {
+        match self {
+            Conn::Single(conn) => cmd.query_async(conn).await,
+            Conn::Cluster(conn) => cmd.query_async(conn).await,
+        }
+    }
+}
+
+/// Where to connect, parsed from `redis_url` at start.
+enum Target {
+    Single(redis::Client),
+    Cluster(ClusterClient),
+}
+
+impl RedisTier {
+    /// Starts the tier and its background thread; connects in the background.
+    ///
+    /// Never waits for Redis. Fails only for a malformed URL or when the
+    /// thread or its runtime cannot be created.
+    pub fn start(options: RedisOptions) -> Result<RedisTier, RedisTierError> {
+        Self::start_with(options, BreakerConfig::default())
+    }
+
+    fn start_with(
+        options: RedisOptions,
+        breaker: BreakerConfig,
+    ) -> Result<RedisTier, RedisTierError> {
+        let target = Target::parse(&options.url, write_timeout(options.timeout))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(RedisTierError::Start)?;
+        let (writes, queue) = mpsc::channel(options.queue.max(1));
+        let (stop, stopped) = oneshot::channel();
+        let shared = Arc::new(Shared {
+            options,
+            breaker: Breaker::new(breaker),
+            conn: RwLock::new(None),
+            pending: AtomicUsize::new(0),
+            idle: Notify::new(),
+            writes: AtomicU64::new(0),
+            dropped_queue_full: AtomicU64::new(0),
+            dropped_breaker_open: AtomicU64::new(0),
+        });
+        let background = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("sluice-redis".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let writer = tokio::spawn(write_loop(Arc::clone(&background), queue));
+                    tokio::select! {
+                        _ = stopped => {}
+                        () = supervise(background, target) => {}
+                    }
+                    writer.abort();
+                });
+            })
+            .map_err(RedisTierError::Start)?;
+        Ok(RedisTier {
+            handle: Arc::new(Handle {
+                shared,
+                writes,
+                _stop: stop,
+            }),
+        })
+    }
+
+    /// Looks up `prefix + key`; `Ok(None)` on a miss or an unreadable value.
+    ///
+    /// Bounded by `redis_timeout`; returns [`RedisTierError::Unavailable`] at
+    /// once, without touching the network, while the breaker is open.
+    pub async fn get(&self, key: &str) -> Result<Option<Bytes>, RedisTierError> {
+        let shared = &self.handle.shared;
+        let conn = if shared.breaker.allows() {
+            shared.connection()
+        } else {
+            None
+        };
+        let Some(mut conn) = conn else {
+            count_error("get", "unavailable");
+            return Err(RedisTierError::Unavailable);
+        };
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(shared.full_key(key));
+        let outcome =
+            tokio::time::timeout(shared.options.timeout, conn.query::<Option<Vec<u8>>>(&cmd)).await;
+        match outcome {
+            Ok(Ok(found)) => {
+                shared.breaker.record(true);
+                Ok(found.and_then(|stored| {
+                    let value = codec::decode(Bytes::from(stored));
+                    if value.is_none() {
+                        tracing::debug!(key, "unreadable redis cache value, treated as a miss");
+                    }
+                    value
+                }))
+            }
+            Ok(Err(error)) => {
+                shared.breaker.record(false);
+                count_error("get", "error");
+                tracing::debug!(key, %error, "redis get failed");
+                Err(RedisTierError::Redis(error))
+            }
+            Err(_elapsed) => {
+                shared.breaker.record(false);
+                count_error("get", "timeout");
+                tracing::debug!(key, "redis get timed out");
+                Err(RedisTierError::Timeout)
+            }
+        }
+    }
+
+    /// Queues `SET prefix+key value EX ttl` (at least one second) for the
+    /// background writer. Never waits: when the queue is full or Redis is
+    /// unavailable the write is dropped and counted.
+    pub fn put(&self, key: String, value: Bytes, ttl: Duration) {
+        let shared = &self.handle.shared;
+        if !shared.breaker.allows() {
+            shared.dropped(1, DropReason::BreakerOpen);
+            return;
+        }
+        let write = Write {
+            key,
+            value,
+            ttl_secs: ttl.as_secs().max(1),
+        };
+        shared.pending.fetch_add(1, Ordering::AcqRel);
+        match self.handle.writes.try_send(write) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(write)) => {
+                tracing::debug!(key = %write.key, "redis write queue full, write dropped");
+                shared.dropped(1, DropReason::QueueFull);
+                shared.done(1);
+            }
+            // The writer only stops with the runtime, after the last handle
+            // is gone; treat it like an unavailable Redis.
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                shared.dropped(1, DropReason::BreakerOpen);
+                shared.done(1);
+            }
+        }
+    }
+
+    /// Waits, at most `deadline`, until every queued write is written or dropped.
+    pub async fn flush(&self, deadline: Duration) {
+        let shared = &self.handle.shared;
+        let until = Instant::now() + deadline;
+        loop {
+            let idle = shared.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            let pending = shared.pending.load(Ordering::Acquire);
+            if pending == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(until, idle).await.is_err() {
+                tracing::debug!(pending, "redis flush deadline reached");
+                return;
+            }
+        }
+    }
+
+    /// Where the circuit breaker stands.
+    pub fn breaker_state(&self) -> BreakerState {
+        self.handle.shared.breaker.state()
+    }
+
+    /// Counts of writes and dropped writes since start.
+    pub fn stats(&self) -> RedisTierStats {
+        let shared = &self.handle.shared;
+        RedisTierStats {
+            writes: shared.writes.load(Ordering::Relaxed),
+            dropped_queue_full: shared.dropped_queue_full.load(Ordering::Relaxed),
+            dropped_breaker_open: shared.dropped_breaker_open.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl fmt::Debug for RedisTier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shared = &self.handle.shared;
+        f.debug_struct("RedisTier")
+            .field("prefix", &shared.options.prefix)
+            .field("timeout", &shared.options.timeout)
+            .field("breaker", &shared.breaker.state())
+            .field("pending_writes", &shared.pending.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Copy)]
+enum DropReason {
+    QueueFull,
+    BreakerOpen,
+}
+
+impl Shared {
+    fn connection(&self) -> Option<Conn> {
+        self.conn
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_connection(&self, conn: Option<Conn>) {
+        *self.conn.write().unwrap_or_else(PoisonError::into_inner) = conn;
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        let mut full = String::with_capacity(self.options.prefix.len() + key.len());
+        full.push_str(&self.options.prefix);
+        full.push_str(key);
+        full
+    }
+
+    fn dropped(&self, count: usize, reason: DropReason) {
+        let count = u64::try_from(count).unwrap_or(u64::MAX);
+        let (counter, label) = match reason {
+            DropReason::QueueFull => (&self.dropped_queue_full, "queue_full"),
+            DropReason::BreakerOpen => (&self.dropped_breaker_open, "breaker_open"),
+        };
+        counter.fetch_add(count, Ordering::Relaxed);
+        metrics::counter!("sluice_redis_writes_dropped_total", "reason" => label).increment(count);
+    }
+
+    /// `count` queued writes were written or dropped.
+    fn done(&self, count: usize) {
+        if self.pending.fetch_sub(count, Ordering::AcqRel) == count {
+            self.idle.notify_waiters();
+        }
+    }
+}
+
+fn count_error(op: &'static str, kind: &'static str) {
+    metrics::counter!("sluice_redis_errors_total", "op" => op, "kind" => kind).increment(1);
+}
+
+/// Writes are off the request path and may carry large answers, so a batch
+/// gets more time than a lookup.
+fn write_timeout(timeout: Duration) -> Duration {
+    timeout.saturating_mul(4)
+}
+
+/// Connecting happens in the background; a cold TCP (and AUTH) handshake to a
+/// remote Redis may take longer than a lookup is allowed to.
+fn connect_timeout(timeout: Duration) -> Duration {
+    timeout.max(Duration::from_secs(1))
+}
+
+impl Target {
+    fn parse(url: &str, response_timeout: Duration) -> Result<Target, RedisTierError> {
+        let url = url.trim();
+        let invalid = |why: String| RedisTierError::InvalidUrl(why);
+        let nodes: Vec<String> = if let Some(rest) = url.strip_prefix("redis+cluster://") {
+            let rest = rest.trim_end_matches('/');
+            let mut hosts = rest.split(',').map(str::trim);
+            let first = hosts.next().unwrap_or_default();
+            // Credentials written once, on the first node, apply to all.
+            let (auth, first) = match first.rsplit_once('@') {
+                Some((auth, host)) => (format!("{auth}@"), host),
+                None => (String::new(), first),
+            };
+            std::iter::once(first)
+                .chain(hosts)
+                .map(|host| format!("redis://{auth}{host}"))
+                .collect()
+        } else if url.contains(',') {
+            url.split(',').map(|node| node.trim().to_owned()).collect()
+        } else {
+            let client = redis::Client::open(url).map_err(|e| invalid(e.to_string()))?;
+            return Ok(Target::Single(client));
+        };
+        if nodes
+            .iter()
+            .any(|node| node.is_empty() || node.ends_with("://") || node.ends_with('@'))
+        {
+            return Err(invalid(format!("empty cluster node in {url:?}")));
+        }
+        let client = ClusterClientBuilder::new(nodes)
+            .connection_timeout(connect_timeout(response_timeout))
+            .response_timeout(response_timeout)
+            .build()
+            .map_err(|e| invalid(e.to_string()))?;
+        Ok(Target::Cluster(client))
+    }
+
+    async fn connect(&self, timeout: Duration) -> Result<Conn, RedisTierError> {
+        let connect_timeout = connect_timeout(timeout);
+        let connecting = async {
+            match self {
+                Target::Single(client) => {
+                    let config = AsyncConnectionConfig::new()
+                        .set_connection_timeout(Some(connect_timeout))
+                        .set_response_timeout(Some(write_timeout(timeout)));
+                    client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await
+                        .map(Conn::Single)
+                }
+                Target::Cluster(client) => client.get_async_connection().await.map(Conn::Cluster),
+            }
+        };
+        match tokio::time::timeout(connect_timeout, connecting).await {
+            Ok(conn) => Ok(conn?),
+            Err(_elapsed) => Err(RedisTierError::Timeout),
+        }
+    }
+}
+
+/// Keeps the breaker honest: connects, and after the breaker opens waits a
+/// cool-down (doubling while Redis stays down) and probes with PING.
+async fn supervise(shared: Arc<Shared>, target: Target) {
+    let config = shared.breaker.config().clone();
+    let mut cooldown = config.open_min;
+    let mut reported_down = false;
+    loop {
+        shared.breaker.half_open();
+        match probe(&shared, &target).await {
+            Ok(()) => {
+                shared.breaker.close();
+                // Sleep until a request, write or probe trips the breaker
+                // (which warns itself, so failed probes after it log at debug).
+                while shared.breaker.allows() {
+                    shared.breaker.opened.notified().await;
+                }
+                reported_down = true;
+                tokio::time::sleep(config.open_min).await;
+                cooldown = config.open_min.saturating_mul(2).min(config.open_max);
+            }
+            Err(error) => {
+                shared.breaker.reopen();
+                let kind = match error {
+                    RedisTierError::Timeout => "timeout",
+                    _ => "error",
+                };
+                count_error("probe", kind);
+                if reported_down {
+                    tracing::debug!(%error, retry_in = ?cooldown, "redis probe failed");
+                } else {
+                    tracing::warn!(%error, retry_in = ?cooldown, "redis unreachable, retrying in the background");
+                    reported_down = true;
+                }
+                tokio::time::sleep(cooldown).await;
+                cooldown = cooldown.saturating_mul(2).min(config.open_max);
+            }
+        }
+    }
+}
+
+/// PINGs the current connection; when that fails, replaces the connection
+/// (a dead or stuck one is never reused) and PINGs the new one.
+async fn probe(shared: &Shared, target: &Target) -> Result<(), RedisTierError> {
+    let timeout = shared.options.timeout;
+    if let Some(conn) = shared.connection() {
+        if ping(conn, timeout).await.is_ok() {
+            return Ok(());
+        }
+        shared.set_connection(None);
+    }
+    let conn = target.connect(timeout).await?;
+    ping(conn.clone(), timeout).await?;
+    shared.set_connection(Some(conn));
+    Ok(())
+}
+
+async fn ping(mut conn: Conn, timeout: Duration) -> Result<(), RedisTierError> {
+    match tokio::time::timeout(timeout, conn.query::<()>(&redis::cmd("PING"))).await {
+        Ok(answer) => Ok(answer?),
+        Err(_elapsed) => Err(RedisTierError::Timeout),
+    }
+}
+
+/// Drains the write queue: each batch is encoded, then sent as concurrent SETs
+/// over the multiplexed connection under one timeout.
+async fn write_loop(shared: Arc<Shared>, mut queue: mpsc::Receiver<Write>) {
+    let mut batch = Vec::with_capacity(MAX_WRITE_BATCH);
+    while queue.recv_many(&mut batch, MAX_WRITE_BATCH).await > 0 {
+        let count = batch.len();
+        let conn = if shared.breaker.allows() {
+            shared.connection()
+        } else {
+            None
+        };
+        match conn {
+            None => {
+                tracing::debug!(count, "redis unavailable, queued writes dropped");
+                shared.dropped(count, DropReason::BreakerOpen);
+                batch.clear();
+            }
+            Some(conn) => write_batch(&shared, conn, &mut batch).await,
+        }
+        shared.done(count);
+    }
+}
+
+async fn write_batch(shared: &Shared, conn: Conn, batch: &mut Vec<Write>) {
+    let commands: Vec<Cmd> = batch
+        .drain(..)
+        .map(|write| {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(shared.full_key(&write.key))
+                .arg(codec::encode(&write.value))
+                .arg("EX")
+                .arg(write.ttl_secs);
+            cmd
+        })
+        .collect();
+    let sets = commands.iter().map(|cmd| {
+        let mut conn = conn.clone();
+        async move { conn.query::<()>(cmd).await }
+    });
+    let timeout = write_timeout(shared.options.timeout);
+    match tokio::time::timeout(timeout, futures_util::future::join_all(sets)).await {
+        Ok(results) => {
+            for result in results {
+                match result {
+                    Ok(()) => {
+                        shared.breaker.record(true);
+                        shared.writes.fetch_add(1, Ordering::Relaxed);
+                        metrics::counter!("sluice_redis_writes_total").increment(1);
+                    }
+                    Err(error) => {
+                        shared.breaker.record(false);
+                        count_error("set", "error");
+                        tracing::debug!(%error, "redis set failed");
+                    }
+                }
+            }
+        }
+        Err(_elapsed) => {
+            // One slow round trip is one failure, however many writes it held.
+            shared.breaker.record(false);
+            count_error("set", "timeout");
+            tracing::debug!(count = commands.len(), "redis set batch timed out");
+        }
+    }
+}

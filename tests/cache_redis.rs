@@ -1,0 +1,137 @@
+//! The Redis tier end to end, with a real redis-server started on a free port.
+
+#![expect(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::redis::RedisServer;
+use common::{Harness, http};
+use sluice::mock::MockOptions;
+
+const BODY: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"shared"}]}"#;
+
+async fn send(url: &str, body: &str) -> (u16, String, String) {
+    let response = http()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    let (outcome, tier) = (header("x-sluice-cache"), header("x-sluice-cache-tier"));
+    let status = response.status().as_u16();
+    response.bytes().await.unwrap();
+    (status, outcome, tier)
+}
+
+fn keys(redis: &RedisServer) -> usize {
+    redis
+        .query::<Vec<String>>(&["KEYS", "sluice:v1:*"])
+        .map_or(0, |k| k.len())
+}
+
+#[tokio::test]
+async fn two_instances_share_answers_through_redis() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let url = redis.url();
+    let a = Harness::start_with(MockOptions::default(), |c| c.cache.redis_url = url.clone()).await;
+    let mut config = common::config_for(&a.mock.base_url());
+    config.cache.redis_url = url;
+    let b = sluice::server::start(config).await.unwrap();
+
+    assert_eq!(send(&a.url("/v1/chat/completions"), BODY).await.1, "miss");
+    let landed = common::eventually(Duration::from_secs(10), || async { keys(&redis) == 1 }).await;
+    assert!(landed, "the answer never reached Redis");
+    let ttl: i64 = redis
+        .query(&[
+            "TTL",
+            &redis
+                .query::<Vec<String>>(&["KEYS", "sluice:v1:*"])
+                .unwrap()[0],
+        ])
+        .unwrap();
+    assert!(ttl > 3000 && ttl <= 3600, "ttl {ttl}");
+
+    let (status, outcome, tier) = send(&format!("{}/chat/completions", b.base_url()), BODY).await;
+    assert_eq!(
+        (status, outcome.as_str(), tier.as_str()),
+        (200, "hit", "redis")
+    );
+    // Now in the second instance's memory too.
+    let (_, outcome, tier) = send(&format!("{}/chat/completions", b.base_url()), BODY).await;
+    assert_eq!((outcome.as_str(), tier.as_str()), ("hit", "memory"));
+    assert_eq!(a.mock.request_count(), 1);
+}
+
+#[tokio::test]
+async fn redis_down_never_fails_or_holds_a_request() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let url = redis.url();
+    let h = Harness::start_with(MockOptions::default(), |c| {
+        c.cache.redis_url = url.clone();
+        c.cache.redis_timeout = Duration::from_millis(50);
+    })
+    .await;
+    assert_eq!(send(&h.url("/v1/chat/completions"), BODY).await.0, 200);
+    assert!(common::eventually(Duration::from_secs(10), || async { keys(&redis) == 1 }).await);
+
+    let port = redis.stop();
+    let mut slowest = Duration::ZERO;
+    for i in 0..20 {
+        let body = format!(
+            r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"while down {i}"}}]}}"#
+        );
+        let started = Instant::now();
+        let (status, outcome, _) = send(&h.url("/v1/chat/completions"), &body).await;
+        slowest = slowest.max(started.elapsed());
+        assert_eq!((status, outcome.as_str()), (200, "miss"));
+    }
+    // Generous against scheduling noise, far below any connect or retry wait.
+    assert!(
+        slowest < Duration::from_secs(2),
+        "a request waited {slowest:?} on a dead Redis"
+    );
+    // Memory still serves what it has.
+    assert_eq!(send(&h.url("/v1/chat/completions"), BODY).await.1, "hit");
+
+    // Redis comes back on the same port: writes land again.
+    let redis = RedisServer::start_on(port);
+    let recovered = common::eventually(Duration::from_secs(60), || async {
+        let body = format!(
+            r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"after {}"}}]}}"#,
+            fastrand::u64(..)
+        );
+        send(&h.url("/v1/chat/completions"), &body).await;
+        keys(&redis) > 0
+    })
+    .await;
+    assert!(recovered, "sluice never wrote to the restarted Redis");
+}
+
+#[tokio::test]
+async fn unreachable_redis_at_start_is_not_fatal() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let h = Harness::start_with(MockOptions::default(), |c| {
+        c.cache.redis_url = format!("redis://127.0.0.1:{port}");
+    })
+    .await;
+    assert_eq!(send(&h.url("/v1/chat/completions"), BODY).await.1, "miss");
+    assert_eq!(send(&h.url("/v1/chat/completions"), BODY).await.1, "hit");
+}
