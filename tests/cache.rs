@@ -384,3 +384,64 @@ async fn abandoned_streams_are_not_stored() {
     );
     response.bytes().await.unwrap();
 }
+
+#[tokio::test]
+async fn embeddings_are_cached_item_by_item() {
+    let h = Harness::start().await;
+    let embed = |input: Value| json!({"model": "text-embedding-3-small", "input": input});
+    let vectors = |v: &Value| -> Vec<Value> {
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["embedding"].clone())
+            .collect()
+    };
+    let first = h
+        .post("/v1/embeddings", &embed(json!(["alpha", "beta"])))
+        .await;
+    assert_eq!(first.headers()["x-sluice-cache"], "miss");
+    let first: Value = first.json().await.unwrap();
+    let (alpha, beta) = (vectors(&first)[0].clone(), vectors(&first)[1].clone());
+
+    // Only the new item goes upstream; the answer is in the client's order.
+    let mixed = h
+        .post("/v1/embeddings", &embed(json!(["beta", "gamma", "alpha"])))
+        .await;
+    assert_eq!(mixed.headers()["x-sluice-cache"], "miss");
+    let mixed: Value = mixed.json().await.unwrap();
+    let received: Value =
+        serde_json::from_slice(&h.last_upstream_request("/v1/embeddings").body).unwrap();
+    assert_eq!(received["input"], json!(["gamma"]));
+    let got = vectors(&mixed);
+    assert_eq!(got[0], beta);
+    assert_eq!(got[2], alpha);
+    let indexes: Vec<u64> = mixed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(indexes, [0, 1, 2]);
+    assert!(mixed["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+
+    // All known: a hit, parsed by the SDK.
+    let all = h
+        .post("/v1/embeddings", &embed(json!(["gamma", "alpha"])))
+        .await;
+    assert_eq!(all.headers()["x-sluice-cache"], "hit");
+    assert_eq!(h.mock.request_count(), 2);
+    let sdk = h
+        .sdk()
+        .embeddings()
+        .create(from_json::<
+            async_openai::types::embeddings::CreateEmbeddingRequest,
+        >(embed(json!(["alpha", "gamma", "beta"]))))
+        .await
+        .unwrap();
+    assert_eq!(sdk.data.len(), 3);
+    assert_eq!(
+        sdk.data.iter().map(|d| d.index).collect::<Vec<_>>(),
+        [0, 1, 2]
+    );
+}

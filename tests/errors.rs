@@ -219,7 +219,10 @@ async fn over_max_concurrency_gets_503_with_retry_after() {
                 .status()
         }
     });
+    // The slow request holds the only slot once it has reached the upstream.
     let deadline = Duration::from_secs(5);
+    let holding = common::eventually(deadline, || async { h.mock.request_count() == 1 }).await;
+    assert!(holding, "the slow request never reached the upstream");
     let shed = common::eventually(deadline, || async {
         let response = http()
             .post(h.url("/v1/chat/completions"))

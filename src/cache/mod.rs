@@ -25,6 +25,7 @@
 
 pub mod coalesce;
 pub mod directives;
+pub mod embeddings;
 pub mod key;
 pub mod redis;
 pub mod store;
@@ -325,6 +326,16 @@ where
     };
     if !cache.cacheable(api, &directives) {
         return inner.call(req).await.map(|r| mark(r, "bypass"));
+    }
+    if api.endpoint() == Endpoint::Embeddings
+        && let Some(inputs) = api
+            .get::<serde_json::Value>("input")
+            .and_then(Result::ok)
+            .as_ref()
+            .and_then(embeddings::items)
+    {
+        let api = api.clone();
+        return embeddings::handle(cache, inner, req, api, inputs, directives).await;
     }
     let Ok(key) = cache.key(&req, api) else {
         return inner.call(req).await.map(|r| mark(r, "bypass"));
