@@ -360,10 +360,10 @@ async fn one_entry_serves_both_forms() {
 }
 
 #[tokio::test]
-async fn abandoned_streams_are_not_stored() {
+async fn a_stream_left_by_its_client_is_still_finished_and_stored() {
     let h = Harness::start_with(
         MockOptions {
-            chunk_delay: Duration::from_millis(50),
+            chunk_delay: Duration::from_millis(20),
             chunks: 20,
             ..MockOptions::default()
         },
@@ -376,13 +376,42 @@ async fn abandoned_streams_are_not_stored() {
     let mut stream = response.bytes_stream();
     stream.next().await.unwrap().unwrap();
     drop(stream);
-    let response = h.post("/v1/chat/completions", &request).await;
-    assert_eq!(
-        response.headers()["x-sluice-cache"],
-        "miss",
-        "a partial stream was stored"
-    );
-    response.bytes().await.unwrap();
+    // sluice reads the rest on its own and stores it: the work is not lost.
+    let stored = common::eventually(Duration::from_secs(10), || async {
+        let response = h.post("/v1/chat/completions", &request).await;
+        let outcome = response.headers()["x-sluice-cache"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        response.bytes().await.unwrap();
+        outcome == "hit"
+    })
+    .await;
+    assert!(stored, "the abandoned stream was not stored");
+}
+
+#[tokio::test]
+async fn a_stream_cut_short_is_not_stored() {
+    // The upstream's timeout ends the stream halfway: nothing is stored.
+    let h = Harness::start_with(
+        MockOptions {
+            chunk_delay: Duration::from_millis(100),
+            chunks: 20,
+            ..MockOptions::default()
+        },
+        |c| c.upstreams[0].timeout = Duration::from_millis(500),
+    )
+    .await;
+    let request = common::chat_stream("cut short");
+    for _ in 0..2 {
+        let response = h.post("/v1/chat/completions", &request).await;
+        assert_eq!(response.headers()["x-sluice-cache"], "miss");
+        assert!(
+            response.bytes().await.is_err(),
+            "the cut stream ended cleanly"
+        );
+    }
+    assert_eq!(h.mock.request_count(), 2);
 }
 
 #[tokio::test]

@@ -41,7 +41,7 @@ use futures_util::FutureExt;
 use futures_util::future::{Either, Map};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
-use pin_project_lite::pin_project;
+use http_body_util::BodyExt;
 use serde::Deserialize;
 use tower::{Layer, Service};
 
@@ -86,6 +86,8 @@ pub struct Cache {
     /// The tier shared by every replica, when `redis_url` is set.
     redis: Option<redis::RedisTier>,
     in_flight: Arc<InFlight>,
+    /// Answers still being read after their client went away.
+    tasks: tokio_util::task::TaskTracker,
     ttl: Duration,
     scope: CacheScope,
     deterministic_only: bool,
@@ -117,6 +119,7 @@ impl Cache {
             memory: MemoryTier::new(memory_max),
             redis,
             in_flight: Arc::default(),
+            tasks: tokio_util::task::TaskTracker::new(),
             ttl: config.ttl,
             scope: config.scope,
             deterministic_only: config.deterministic_only,
@@ -171,10 +174,21 @@ impl Cache {
         self.memory.insert(key, entry);
     }
 
-    /// Waits (up to `deadline`) for queued Redis writes; for shutdown.
+    /// For shutdown: waits (up to `deadline`) for answers still being read
+    /// for the cache, then for queued Redis writes.
     pub async fn flush(&self, deadline: Duration) {
+        self.tasks.close();
+        let started = std::time::Instant::now();
+        if tokio::time::timeout(deadline, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown grace passed with answers still being read for the cache");
+        }
         if let Some(redis) = &self.redis {
-            redis.flush(deadline).await;
+            redis
+                .flush(deadline.saturating_sub(started.elapsed()))
+                .await;
         }
     }
 
@@ -553,14 +567,24 @@ struct Choice {
     finish_reason: Option<String>,
 }
 
-pin_project! {
-    /// Relays the answer frame by frame, keeping a copy; the copy is stored
-    /// when the body ends cleanly, dropped on error, size overflow or a
-    /// client that went away.
-    struct Recorder {
-        #[pin]
-        inner: Body,
-        state: Option<Recording>,
+/// Relays the answer frame by frame, keeping a copy; the copy is stored
+/// when the body ends cleanly, dropped on error or size overflow. When the
+/// client goes away first, the rest of the answer is still read from the
+/// upstream on a tracked task (shutdown waits for it) and stored, so the
+/// work already paid for is not lost.
+struct Recorder {
+    inner: Body,
+    state: Option<Recording>,
+}
+
+impl Recording {
+    /// Takes in one frame; `false` once the recording was given up.
+    fn record(&mut self, data: &[u8]) -> bool {
+        if self.buffer.len() + data.len() > self.cache.max_entry {
+            return false;
+        }
+        self.buffer.extend_from_slice(data);
+        true
     }
 }
 
@@ -569,19 +593,17 @@ impl http_body::Body for Recorder {
     type Error = body::BoxError;
 
     fn poll_frame(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, body::BoxError>>> {
-        let mut this = self.project();
-        let polled = this.inner.as_mut().poll_frame(cx);
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(state), Some(data)) = (this.state.as_mut(), frame.data_ref()) {
-                    if state.buffer.len() + data.len() > state.cache.max_entry {
-                        *this.state = None;
-                    } else {
-                        state.buffer.extend_from_slice(data);
-                    }
+                if let (Some(state), Some(data)) = (this.state.as_mut(), frame.data_ref())
+                    && !state.record(data)
+                {
+                    this.state = None;
                 }
                 // Servers stop polling once a body says it has ended.
                 if this.inner.is_end_stream()
@@ -595,7 +617,7 @@ impl http_body::Body for Recorder {
                     state.finish();
                 }
             }
-            Poll::Ready(Some(Err(_))) => *this.state = None,
+            Poll::Ready(Some(Err(_))) => this.state = None,
             Poll::Pending => {}
         }
         polled
@@ -607,6 +629,35 @@ impl http_body::Body for Recorder {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        let Some(mut state) = self.state.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut inner = std::mem::take(&mut self.inner);
+        let tasks = state.cache.tasks.clone();
+        // Bounded: by the entry size cap, and by the upstream's timeout,
+        // which the upstream body enforces itself.
+        tasks.spawn_on(
+            async move {
+                while let Some(frame) = inner.frame().await {
+                    let Ok(frame) = frame else { return };
+                    if let Some(data) = frame.data_ref()
+                        && !state.record(data)
+                    {
+                        return;
+                    }
+                }
+                state.finish();
+            },
+            &runtime,
+        );
     }
 }
 
