@@ -141,8 +141,13 @@ async fn errors_are_not_stored() {
 #[tokio::test]
 async fn streams_and_disabled_cache_bypass() {
     let h = Harness::start().await;
-    let streamed_responses = json!({"model": "gpt-4.1-mini", "input": "hi", "stream": true});
-    let response = h.post("/v1/responses", &streamed_responses).await;
+    let response = http()
+        .post(h.url("/v1/chat/completions"))
+        .header("cache-control", "no-store")
+        .json(&common::chat_stream("s"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.headers()["x-sluice-cache"], "bypass");
     response.bytes().await.unwrap();
 
@@ -473,4 +478,64 @@ async fn embeddings_are_cached_item_by_item() {
         sdk.data.iter().map(|d| d.index).collect::<Vec<_>>(),
         [0, 1, 2]
     );
+}
+
+#[tokio::test]
+async fn responses_and_completions_streams_both_ways() {
+    use async_openai::types::responses::{CreateResponse, ResponseStreamEvent};
+    let h = Harness::start().await;
+    let request = json!({"model": "gpt-4.1-mini", "input": "Tell me about caches"});
+    let plain = h
+        .sdk()
+        .responses()
+        .create(from_json::<CreateResponse>(request.clone()))
+        .await
+        .unwrap();
+    let mut streamed_request = request.clone();
+    streamed_request["stream"] = json!(true);
+    // Replayed from the stored plain answer, parsed by the SDK.
+    let events: Vec<ResponseStreamEvent> = h
+        .sdk()
+        .responses()
+        .create_stream(from_json(streamed_request))
+        .await
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    let text: String = events
+        .iter()
+        .filter_map(|e| match e {
+            ResponseStreamEvent::ResponseOutputTextDelta(d) => Some(d.delta.clone()),
+            _ => None,
+        })
+        .collect();
+    let plain_text = serde_json::to_value(&plain).unwrap()["output"][0]["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(text, plain_text);
+    assert!(matches!(
+        events.last(),
+        Some(ResponseStreamEvent::ResponseCompleted(_))
+    ));
+    assert_eq!(h.mock.request_count(), 1);
+
+    // Legacy completions: a recorded stream serves a plain request.
+    let completion = json!({"model": "gpt-3.5-turbo-instruct", "prompt": "Once", "stream": true});
+    let first = h.post("/v1/completions", &completion).await;
+    assert_eq!(first.headers()["x-sluice-cache"], "miss");
+    let streamed = common::sse_data(&first.text().await.unwrap());
+    let text: String = streamed
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .filter_map(|e| e["choices"][0]["text"].as_str().map(str::to_owned))
+        .collect();
+    let mut plain_request = completion.clone();
+    plain_request["stream"] = json!(false);
+    let plain = h.post("/v1/completions", &plain_request).await;
+    assert_eq!(plain.headers()["x-sluice-cache"], "hit");
+    let plain: Value = plain.json().await.unwrap();
+    assert_eq!(plain["choices"][0]["text"], text);
+    assert_eq!(h.mock.request_count(), 2);
 }

@@ -63,7 +63,9 @@ async fn streamed_chat_through_the_sdk_matches_plain() {
 
 #[tokio::test]
 async fn embeddings_completions_and_responses_through_the_sdk() {
-    let h = Harness::start().await;
+    // Every call forwarded (the cache would answer the stream from the plain
+    // answer; tests/cache.rs covers that).
+    let h = Harness::start_with(MockOptions::default(), |c| c.cache.enabled = false).await;
     let sdk = h.sdk();
     let embeddings = sdk
         .embeddings()

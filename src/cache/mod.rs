@@ -14,10 +14,10 @@
 //! Stored: 200 JSON answers of the understood endpoints, at most
 //! [`MAX_ENTRY_BYTES`], never an answer cut short by the token limit the
 //! client did not set (`finish_reason: "length"` without `max_tokens`) nor an
-//! incomplete Responses answer. Streamed chat completions are recorded as they
+//! incomplete Responses answer. Streamed answers are recorded as they
 //! are relayed and stored, as the stream and as the plain answer it amounts
-//! to, only once they ended with `[DONE]`; one entry serves both forms. Streams
-//! of the other endpoints pass with `bypass` for now.
+//! to, only once they ended cleanly (`[DONE]`, or `response.completed` for
+//! the Responses API); one entry serves both forms.
 //!
 //! ```ignore
 //! let layer = CacheLayer::new(&config.cache, settings);
@@ -49,7 +49,7 @@ use crate::body::{self, Body};
 use crate::config::{CacheConfig, CacheScope};
 use crate::error::Error;
 use crate::observe::{CACHE_LOOKUPS_TOTAL, CACHE_REQUESTS_TOTAL, CACHE_TOKENS_SAVED_TOTAL};
-use crate::openai::{ApiRequest, Endpoint, chat_stream};
+use crate::openai::{ApiRequest, Endpoint, chat_stream, other_streams};
 use coalesce::{FlightGuard, InFlight, Role};
 use directives::Directives;
 use key::{CacheKey, Scope};
@@ -194,10 +194,7 @@ impl Cache {
 
     /// Whether this request may be served from and stored in the cache.
     fn cacheable(&self, api: &ApiRequest, directives: &Directives) -> bool {
-        // Streams are recorded and replayed for chat completions; streams of
-        // the other endpoints pass through for now.
-        let stream_ok = !api.stream() || api.endpoint() == Endpoint::ChatCompletions;
-        if directives.no_store || !stream_ok {
+        if directives.no_store {
             return false;
         }
         !self.deterministic_only || is_deterministic(api)
@@ -366,9 +363,11 @@ where
     let wants = Wanted::of(api);
     if !directives.no_cache {
         for _ in 0..MAX_FLIGHT_ROUNDS {
-            if let Some((entry, tier)) = cache.lookup(&key, &directives).await {
+            if let Some((entry, tier)) = cache.lookup(&key, &directives).await
+                && let Some(answer) = hit(&entry, tier, wants)
+            {
                 let outcome = if waited { "coalesced" } else { "hit" };
-                return Ok(mark(hit(&entry, tier, wants), outcome));
+                return Ok(mark(answer, outcome));
             }
             if wants.stream {
                 // A stream does not wait for another request's whole answer:
@@ -427,6 +426,7 @@ where
 /// The form of answer a request wants.
 #[derive(Debug, Clone, Copy)]
 struct Wanted {
+    endpoint: Endpoint,
     stream: bool,
     /// `stream_options.include_usage`: a final usage chunk.
     usage: bool,
@@ -440,26 +440,48 @@ impl Wanted {
             .and_then(|o| o.get("include_usage").and_then(serde_json::Value::as_bool))
             .unwrap_or(false);
         Wanted {
+            endpoint: api.endpoint(),
             stream: api.stream(),
             usage,
         }
     }
 }
 
+/// The plain answer a recorded stream of `endpoint` amounts to.
+fn assemble(endpoint: Endpoint, stream: &[u8]) -> Option<serde_json::Value> {
+    match endpoint {
+        Endpoint::ChatCompletions => chat_stream::assemble(stream),
+        Endpoint::Completions => other_streams::assemble_completion(stream),
+        Endpoint::Responses => other_streams::assemble_response(stream),
+        Endpoint::Embeddings | Endpoint::Other => None,
+    }
+}
+
+/// A plain answer of `endpoint` replayed as the stream its API sends.
+fn synthesize(endpoint: Endpoint, plain: &serde_json::Value, usage: bool) -> Option<Vec<u8>> {
+    match endpoint {
+        Endpoint::ChatCompletions => chat_stream::synthesize(plain, usage),
+        Endpoint::Completions => other_streams::synthesize_completion(plain, usage),
+        Endpoint::Responses => other_streams::synthesize_response(plain),
+        Endpoint::Embeddings | Endpoint::Other => None,
+    }
+}
+
 /// The answer to a hit, in the form the request wants: the stored stream
 /// as recorded when it fits, else one replayed from the plain answer; the
-/// plain answer (recorded, or assembled from a recorded stream).
-fn hit(entry: &Entry, tier: &'static str, wants: Wanted) -> Response<Body> {
+/// plain answer (recorded, or assembled from a recorded stream). `None` when
+/// the stored answer cannot take the wanted form (then it is a miss).
+fn hit(entry: &Entry, tier: &'static str, wants: Wanted) -> Option<Response<Body>> {
     let (body, content_type) = if wants.stream {
         let stream = match &entry.stream {
-            Some(recorded) if recorded.usage == wants.usage => Some(recorded.sse.clone()),
-            _ => serde_json::from_slice(&entry.body)
-                .ok()
-                .and_then(|plain| chat_stream::synthesize(&plain, wants.usage))
-                .map(Bytes::from),
+            Some(recorded) if recorded.usage == wants.usage => recorded.sse.clone(),
+            _ => {
+                let plain = serde_json::from_slice(&entry.body).ok()?;
+                Bytes::from(synthesize(wants.endpoint, &plain, wants.usage)?)
+            }
         };
         (
-            stream.unwrap_or_default(),
+            stream,
             HeaderValue::from_static("text/event-stream; charset=utf-8"),
         )
     } else {
@@ -474,7 +496,7 @@ fn hit(entry: &Entry, tier: &'static str, wants: Wanted) -> Response<Body> {
         crate::upstream::forward::X_SLUICE_ATTEMPTS.clone(),
         HeaderValue::from_static("0"),
     );
-    response
+    Some(response)
 }
 
 struct Recording {
@@ -495,7 +517,7 @@ impl Recording {
         let recorded = self.buffer.freeze();
         let (body, stream, content_type) = if self.wants.stream {
             // Stored as the plain answer it amounts to, plus the stream itself.
-            let Some(plain) = chat_stream::assemble(&recorded) else {
+            let Some(plain) = assemble(self.wants.endpoint, &recorded) else {
                 return;
             };
             let Ok(plain) = serde_json::to_vec(&plain) else {
@@ -675,6 +697,7 @@ mod tests {
             content_type: HeaderValue::from_static("application/json"),
             limit_set,
             wants: Wanted {
+                endpoint: Endpoint::ChatCompletions,
                 stream: false,
                 usage: false,
             },
@@ -724,6 +747,7 @@ mod tests {
             content_type: HeaderValue::from_static("application/json"),
             limit_set: false,
             wants: Wanted {
+                endpoint: Endpoint::ChatCompletions,
                 stream: false,
                 usage: false,
             },

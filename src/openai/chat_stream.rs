@@ -247,7 +247,7 @@ pub fn synthesize(answer: &Value, include_usage: bool) -> Option<Vec<u8>> {
 
 /// Splits `text` into pieces of about [`PIECE_CHARS`] characters, on char
 /// boundaries.
-fn pieces(text: &str) -> Vec<&str> {
+pub fn pieces(text: &str) -> Vec<&str> {
     let mut pieces = Vec::new();
     let mut start = 0;
     let mut count = 0;

@@ -3,6 +3,7 @@
 pub mod chat_stream;
 pub mod endpoint;
 pub mod error;
+pub mod other_streams;
 pub mod request;
 pub mod sse;
 
