@@ -138,7 +138,7 @@ fn agent_body(min_len: usize) -> Bytes {
             return Bytes::from(body);
         }
         turn += 1;
-        let id = format!("call_{:024x}", rng.next() << 20 | turn);
+        let id = format!("call_{:024x}", (rng.next() << 20) | turn);
         messages.push(json!({
             "role": "user",
             "content": format!("The {} test fails again. Here is what I changed:\n\n{}\nWhat is wrong?",

@@ -10,8 +10,6 @@
 //! below the cache that rewrite requests. Two requests that differ only in
 //! key order or whitespace share a key; anything else does not.
 
-use serde_json::value::RawValue;
-
 use crate::openai::ApiRequest;
 
 /// Bumped whenever the key's layout changes, so old entries (in a shared
@@ -83,7 +81,7 @@ pub fn build(
         }
         serde_json::to_writer(&mut body, key)?;
         body.push(b':');
-        canonical(serde_json::from_slice::<&RawValue>(value)?, &mut body)?;
+        canonical(value, &mut body)?;
     }
     body.push(b'}');
     part(&mut hasher, b"body", &body);
@@ -98,73 +96,187 @@ fn part(hasher: &mut blake3::Hasher, tag: &[u8], bytes: &[u8]) {
     hasher.update(bytes);
 }
 
-/// Writes `value` in canonical form: objects with sorted keys, no
-/// whitespace, strings re-escaped by serde_json, numbers as written.
-pub fn canonical(value: &RawValue, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
-    let text = value.get();
-    match text.as_bytes().first() {
-        Some(b'{') => {
-            let mut entries = serde_json::from_str::<Object<'_>>(text)?.0;
-            // Last occurrence of a duplicated key wins.
-            entries.reverse();
-            entries.sort_by(|a, b| a.0.cmp(&b.0));
-            entries.dedup_by(|later, earlier| later.0 == earlier.0);
-            out.push(b'{');
-            for (i, (key, value)) in entries.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                serde_json::to_writer(&mut *out, key)?;
-                out.push(b':');
-                canonical(value, out)?;
-            }
-            out.push(b'}');
-        }
-        Some(b'[') => {
-            let items: Vec<&RawValue> = serde_json::from_str(text)?;
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                canonical(item, out)?;
-            }
-            out.push(b']');
-        }
-        Some(b'"') => {
-            let s: std::borrow::Cow<'_, str> = serde_json::from_str(text)?;
-            serde_json::to_writer(&mut *out, &s)?;
-        }
-        // Numbers, true, false, null: exactly as written (RawValue holds no
-        // surrounding whitespace).
-        _ => out.extend_from_slice(text.as_bytes()),
+/// Writes the JSON `value` in canonical form: objects with sorted keys
+/// (the last of duplicated keys kept), no whitespace, strings re-escaped one
+/// way, numbers and literals exactly as written. One pass over the bytes.
+pub fn canonical(value: &[u8], out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+    let mut reader = Reader {
+        input: value,
+        pos: 0,
+    };
+    reader.value(out)?;
+    reader.skip_ws();
+    if reader.pos != value.len() {
+        return Err(invalid());
     }
     Ok(())
 }
 
-/// An object's entries in document order.
-struct Object<'a>(Vec<(String, &'a RawValue)>);
+fn invalid() -> serde_json::Error {
+    <serde_json::Error as serde::de::Error>::custom("malformed JSON in a cache key")
+}
 
-impl<'de> serde::Deserialize<'de> for Object<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Entries;
-        impl<'de> serde::de::Visitor<'de> for Entries {
-            type Value = Object<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Self::Value, A::Error> {
-                let mut entries = Vec::new();
-                while let Some(key) = map.next_key::<String>()? {
-                    entries.push((key, map.next_value::<&'de RawValue>()?));
+/// Deepest nesting canonicalised; deeper documents are not cached.
+const MAX_DEPTH: usize = 128;
+
+struct Reader<'a> {
+    input: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn skip_ws(&mut self) {
+        while self
+            .input
+            .get(self.pos)
+            .is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        {
+            self.pos += 1;
+        }
+    }
+
+    fn peek(&mut self) -> Result<u8, serde_json::Error> {
+        self.skip_ws();
+        self.input.get(self.pos).copied().ok_or_else(invalid)
+    }
+
+    fn expect(&mut self, byte: u8) -> Result<(), serde_json::Error> {
+        if self.peek()? != byte {
+            return Err(invalid());
+        }
+        self.pos += 1;
+        Ok(())
+    }
+
+    fn value(&mut self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        self.nested(out, 0)
+    }
+
+    fn nested(&mut self, out: &mut Vec<u8>, depth: usize) -> Result<(), serde_json::Error> {
+        if depth > MAX_DEPTH {
+            return Err(invalid());
+        }
+        match self.peek()? {
+            b'{' => self.object(out, depth),
+            b'[' => {
+                self.pos += 1;
+                out.push(b'[');
+                if self.peek()? == b']' {
+                    self.pos += 1;
+                } else {
+                    loop {
+                        self.nested(out, depth + 1)?;
+                        match self.peek()? {
+                            b',' => {
+                                self.pos += 1;
+                                out.push(b',');
+                            }
+                            b']' => {
+                                self.pos += 1;
+                                break;
+                            }
+                            _ => return Err(invalid()),
+                        }
+                    }
                 }
-                Ok(Object(entries))
+                out.push(b']');
+                Ok(())
+            }
+            b'"' => self.string(out),
+            _ => {
+                // A number or a literal: copied exactly as written.
+                let start = self.pos;
+                while self.input.get(self.pos).is_some_and(|b| {
+                    !matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+                }) {
+                    self.pos += 1;
+                }
+                if start == self.pos {
+                    return Err(invalid());
+                }
+                out.extend_from_slice(&self.input[start..self.pos]);
+                Ok(())
             }
         }
-        deserializer.deserialize_map(Entries)
+    }
+
+    fn object(&mut self, out: &mut Vec<u8>, depth: usize) -> Result<(), serde_json::Error> {
+        self.expect(b'{')?;
+        let mut members: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        if self.peek()? == b'}' {
+            self.pos += 1;
+        } else {
+            loop {
+                let mut key = Vec::new();
+                if self.peek()? != b'"' {
+                    return Err(invalid());
+                }
+                self.string(&mut key)?;
+                self.expect(b':')?;
+                let mut value = Vec::new();
+                self.nested(&mut value, depth + 1)?;
+                members.push((key, value));
+                match self.peek()? {
+                    b',' => self.pos += 1,
+                    b'}' => {
+                        self.pos += 1;
+                        break;
+                    }
+                    _ => return Err(invalid()),
+                }
+            }
+        }
+        // Last occurrence of a duplicated key wins: a stable sort keeps
+        // document order among equal keys, then the last one is kept.
+        members.sort_by(|a, b| a.0.cmp(&b.0));
+        out.push(b'{');
+        let mut first = true;
+        for (i, (key, value)) in members.iter().enumerate() {
+            if members.get(i + 1).is_some_and(|next| next.0 == *key) {
+                continue;
+            }
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.extend_from_slice(key);
+            out.push(b':');
+            out.extend_from_slice(value);
+        }
+        out.push(b'}');
+        Ok(())
+    }
+
+    /// A string, written with serde_json's escaping. Copied as it is when
+    /// its escapes are all ones serde_json itself writes (`\"`, `\\`, `\n`,
+    /// `\t`, `\r`, `\b`, `\f`): the two forms are then the same bytes.
+    fn string(&mut self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        let start = self.pos;
+        self.pos += 1;
+        let mut canonical = true;
+        loop {
+            match self.input.get(self.pos) {
+                None => return Err(invalid()),
+                Some(b'"') => break,
+                Some(b'\\') => {
+                    let next = self.input.get(self.pos + 1).ok_or_else(invalid)?;
+                    if !matches!(next, b'"' | b'\\' | b'n' | b't' | b'r' | b'b' | b'f') {
+                        canonical = false;
+                    }
+                    self.pos += 2;
+                }
+                Some(_) => self.pos += 1,
+            }
+        }
+        self.pos += 1;
+        let raw = self.input.get(start..self.pos).ok_or_else(invalid)?;
+        if canonical {
+            out.extend_from_slice(raw);
+        } else {
+            let text: String = serde_json::from_slice(raw)?;
+            serde_json::to_writer(&mut *out, &text)?;
+        }
+        Ok(())
     }
 }
 
@@ -184,9 +296,8 @@ mod tests {
     }
 
     fn canon(text: &str) -> String {
-        let raw: &RawValue = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}"));
         let mut out = Vec::new();
-        canonical(raw, &mut out).unwrap_or_else(|e| panic!("{e}"));
+        canonical(text.as_bytes(), &mut out).unwrap_or_else(|e| panic!("{text}: {e}"));
         String::from_utf8(out).unwrap_or_default()
     }
 
@@ -198,6 +309,18 @@ mod tests {
         );
         assert_eq!(canon("-0.0e+2"), "-0.0e+2");
         assert_eq!(canon(r#"{"a":1,"a":2}"#), r#"{"a":2}"#);
+        assert_eq!(canon(r#"{"a":1,"b":[],"a":{}}"#), r#"{"a":{},"b":[]}"#);
+        assert_eq!(
+            canon(r#" [ "x\"y" , "\u00e9", "é" , {} ] "#),
+            r#"["x\"y","é","é",{}]"#
+        );
+        assert_eq!(canon(r#"{"\u0061":1}"#), r#"{"a":1}"#);
+        assert_eq!(canon(r#""a\/b\n\u000A""#), r#""a/b\n\n""#);
+        assert_eq!(canon(r#""tab\tq\"""#), r#""tab\tq\"""#);
+        for bad in ["{", "[1,", "{\"a\" 1}", "\"open", "[1] x", ""] {
+            let mut out = Vec::new();
+            assert!(canonical(bad.as_bytes(), &mut out).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

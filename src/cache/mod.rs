@@ -390,7 +390,12 @@ where
     // Store what any client can read: the upstream's identity encoding.
     req.headers_mut().remove(header::ACCEPT_ENCODING);
     let response = inner.call(req).await?;
-    let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
+    // A copy, not a clone: a header value may point into the connection's
+    // whole read buffer, which a stored entry would then keep alive.
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok());
     let expected: &[u8] = if wants.stream {
         b"text/event-stream"
     } else {
@@ -514,7 +519,8 @@ struct Recording {
 impl Recording {
     /// Stores the recorded answer if it is a complete one.
     fn finish(self) {
-        let recorded = self.buffer.freeze();
+        // Exactly sized: a grown buffer's spare capacity is not kept.
+        let recorded = Bytes::copy_from_slice(&self.buffer);
         let (body, stream, content_type) = if self.wants.stream {
             // Stored as the plain answer it amounts to, plus the stream itself.
             let Some(plain) = assemble(self.wants.endpoint, &recorded) else {
