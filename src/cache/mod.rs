@@ -123,7 +123,9 @@ impl Cache {
             ttl: config.ttl,
             scope: config.scope,
             deterministic_only: config.deterministic_only,
-            max_entry: MAX_ENTRY_BYTES.min(usize::try_from(memory_max).unwrap_or(usize::MAX)),
+            // Not bounded by the memory tier's size: Redis may keep what
+            // memory cannot.
+            max_entry: MAX_ENTRY_BYTES,
             settings,
         }
     }
