@@ -539,3 +539,83 @@ async fn responses_and_completions_streams_both_ways() {
     assert_eq!(plain["choices"][0]["text"], text);
     assert_eq!(h.mock.request_count(), 2);
 }
+
+#[tokio::test]
+async fn a_late_stream_joins_the_one_in_flight() {
+    let h = Harness::start_with(
+        MockOptions {
+            chunk_delay: Duration::from_millis(60),
+            chunks: 10,
+            ..MockOptions::default()
+        },
+        |_| {},
+    )
+    .await;
+    let request = common::chat_stream("share the stream");
+    let leader = h.post("/v1/chat/completions", &request).await;
+    assert_eq!(leader.headers()["x-sluice-cache"], "miss");
+    let mut leader_stream = leader.bytes_stream();
+    let mut leader_body = leader_stream.next().await.unwrap().unwrap().to_vec();
+
+    // Joins mid-stream: gets the chunks so far, then the rest live.
+    let follower = h.post("/v1/chat/completions", &request).await;
+    assert_eq!(follower.headers()["x-sluice-cache"], "coalesced");
+    assert!(
+        follower.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let follower_body = tokio::spawn(async move { follower.bytes().await.unwrap() });
+    while let Some(chunk) = leader_stream.next().await {
+        leader_body.extend_from_slice(&chunk.unwrap());
+    }
+    let follower_body = follower_body.await.unwrap();
+    assert_eq!(follower_body.as_ref(), leader_body.as_slice());
+    assert!(
+        common::sse_data(&String::from_utf8(leader_body).unwrap())
+            .last()
+            .is_some_and(|e| e == "[DONE]")
+    );
+    assert_eq!(h.mock.request_count(), 1);
+}
+
+#[tokio::test]
+async fn streams_arriving_together_share_one_upstream_call() {
+    let h = Harness::start_with(
+        MockOptions {
+            latency: Duration::from_millis(200),
+            chunk_delay: Duration::from_millis(20),
+            chunks: 5,
+            ..MockOptions::default()
+        },
+        |_| {},
+    )
+    .await;
+    let request = common::chat_stream("together, streamed");
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let url = h.url("/v1/chat/completions");
+            let request = request.clone();
+            tokio::spawn(async move {
+                let response = http().post(url).json(&request).send().await.unwrap();
+                let outcome = response.headers()["x-sluice-cache"]
+                    .to_str()
+                    .unwrap()
+                    .to_owned();
+                (outcome, response.bytes().await.unwrap())
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for client in clients {
+        results.push(client.await.unwrap());
+    }
+    assert_eq!(
+        h.mock.request_count(),
+        1,
+        "{:?}",
+        results.iter().map(|r| &r.0).collect::<Vec<_>>()
+    );
+    assert!(results.iter().all(|(_, body)| *body == results[0].1));
+}

@@ -14,11 +14,22 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 use super::key::CacheKey;
+use super::live::LiveStream;
+
+/// A streamed answer a flight shares live, and whether it carries the final
+/// usage chunk (`include_usage`), which followers must match to share it.
+pub type Live = (Arc<LiveStream>, bool);
+
+#[derive(Debug, Clone)]
+struct Flight {
+    done: watch::Receiver<()>,
+    live: Option<Live>,
+}
 
 /// The flights in progress, by key. Shared by every worker.
 #[derive(Debug, Default)]
 pub struct InFlight {
-    flights: Mutex<HashMap<CacheKey, watch::Receiver<()>>>,
+    flights: Mutex<HashMap<CacheKey, Flight>>,
 }
 
 /// What a request is to the flight for its key.
@@ -26,22 +37,29 @@ pub struct InFlight {
 pub enum Role {
     /// Goes upstream; the flight lasts as long as this guard.
     Leader(FlightGuard),
-    /// Waits for the leader's flight to end.
-    Follower(watch::Receiver<()>),
+    /// Waits for the leader's flight to end, or follows its live stream.
+    Follower {
+        done: watch::Receiver<()>,
+        live: Option<Live>,
+    },
 }
 
 impl InFlight {
-    /// Joins the flight for `key`, starting it if there is none.
-    pub fn join(self: &Arc<Self>, key: CacheKey) -> Role {
+    /// Joins the flight for `key`, starting it if there is none; a leader
+    /// answering with a stream offers it as `live`.
+    pub fn join(self: &Arc<Self>, key: CacheKey, live: Option<Live>) -> Role {
         let mut flights = match self.flights.lock() {
             Ok(flights) => flights,
             Err(poisoned) => poisoned.into_inner(),
         };
         if let Some(flight) = flights.get(&key) {
-            return Role::Follower(flight.clone());
+            return Role::Follower {
+                done: flight.done.clone(),
+                live: flight.live.clone(),
+            };
         }
         let (done, flight) = watch::channel(());
-        flights.insert(key, flight);
+        flights.insert(key, Flight { done: flight, live });
         Role::Leader(FlightGuard {
             in_flight: self.clone(),
             key,
@@ -93,10 +111,10 @@ mod tests {
     async fn followers_wake_when_the_leader_is_done() {
         let in_flight = Arc::new(InFlight::default());
         let key = CacheKey([1; 32]);
-        let Role::Leader(guard) = in_flight.join(key) else {
+        let Role::Leader(guard) = in_flight.join(key, None) else {
             panic!("first is not the leader")
         };
-        let Role::Follower(flight) = in_flight.join(key) else {
+        let Role::Follower { done: flight, .. } = in_flight.join(key, None) else {
             panic!("second is not a follower")
         };
         let waiter = tokio::spawn(landed(flight));
@@ -108,14 +126,14 @@ mod tests {
             .unwrap_or_else(|_| panic!("follower stranded"))
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(in_flight.is_empty());
-        assert!(matches!(in_flight.join(key), Role::Leader(_)));
+        assert!(matches!(in_flight.join(key, None), Role::Leader(_)));
     }
 
     #[tokio::test]
     async fn different_keys_fly_separately() {
         let in_flight = Arc::new(InFlight::default());
-        let a = in_flight.join(CacheKey([1; 32]));
-        let b = in_flight.join(CacheKey([2; 32]));
+        let a = in_flight.join(CacheKey([1; 32]), None);
+        let b = in_flight.join(CacheKey([2; 32]), None);
         assert!(matches!((a, b), (Role::Leader(_), Role::Leader(_))));
     }
 }

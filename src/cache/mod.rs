@@ -6,8 +6,10 @@
 //! otherwise forwards the request and records the answer while relaying it,
 //! storing it once it has ended cleanly (`miss`). Identical requests that
 //! arrive while one is in flight wait for it and are answered from what it
-//! stored (`coalesced`, see [`coalesce`]). Requests it must not serve from or
-//! store into pass with `bypass`. It reads, and removes before
+//! stored (`coalesced`, see [`coalesce`]); a streamed request joining a
+//! streamed one in flight gets its chunks so far, then the rest live
+//! ([`live`]). Requests it must not serve from or store into pass with
+//! `bypass`. It reads, and removes before
 //! forwarding, `Cache-Control` (`no-cache`, `no-store`, `max-age=N`); it reads
 //! `x-sluice-cache-ttl`.
 //!
@@ -27,6 +29,7 @@ pub mod coalesce;
 pub mod directives;
 pub mod embeddings;
 pub mod key;
+pub mod live;
 pub mod redis;
 pub mod store;
 
@@ -53,6 +56,7 @@ use crate::openai::{ApiRequest, Endpoint, chat_stream, other_streams};
 use coalesce::{FlightGuard, InFlight, Role};
 use directives::Directives;
 use key::{CacheKey, Scope};
+use live::{LiveStream, Publisher};
 use store::{Entry, MemoryTier, RecordedStream};
 
 pub static X_SLUICE_CACHE: HeaderName = HeaderName::from_static("x-sluice-cache");
@@ -362,6 +366,7 @@ where
     // the follower tries itself (after a few rounds, without coalescing).
     let mut waited = false;
     let mut flight: Option<FlightGuard> = None;
+    let mut publisher: Option<Publisher> = None;
     let wants = Wanted::of(api);
     if !directives.no_cache {
         for _ in 0..MAX_FLIGHT_ROUNDS {
@@ -371,18 +376,26 @@ where
                 let outcome = if waited { "coalesced" } else { "hit" };
                 return Ok(mark(answer, outcome));
             }
-            if wants.stream {
-                // A stream does not wait for another request's whole answer:
-                // it goes upstream and relays as it comes.
-                break;
-            }
-            match cache.in_flight.join(key) {
+            // A streamed request leads with a live stream others can follow.
+            let offer = wants.stream.then(|| (LiveStream::new(), wants.usage));
+            match cache.in_flight.join(key, offer.clone()) {
                 Role::Leader(guard) => {
                     flight = Some(guard);
+                    publisher = offer.map(|(live, _)| Publisher(live));
                     break;
                 }
-                Role::Follower(leader) => {
-                    coalesce::landed(leader).await;
+                Role::Follower { done, live } => {
+                    // A stream joins a streaming leader where it is: the
+                    // chunks so far, then the rest live. Otherwise it waits
+                    // for the flight to end and looks again.
+                    if let Some((live, usage)) = live
+                        && wants.stream
+                        && usage == wants.usage
+                        && live.started().await
+                    {
+                        return Ok(mark(follow(&live), "coalesced"));
+                    }
+                    coalesce::landed(done).await;
                     waited = true;
                 }
             }
@@ -416,6 +429,7 @@ where
     let ttl = directives.ttl.unwrap_or(cache.ttl);
     let recorder = Recorder {
         inner: body,
+        publisher,
         state: Some(Recording {
             cache,
             key,
@@ -452,6 +466,20 @@ impl Wanted {
             usage,
         }
     }
+}
+
+/// A follower's answer: the leader's stream, from its first chunk, live.
+fn follow(live: &Arc<LiveStream>) -> Response<Body> {
+    let mut response = Response::new(live.follow());
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
+    response.headers_mut().insert(
+        crate::upstream::forward::X_SLUICE_ATTEMPTS.clone(),
+        HeaderValue::from_static("0"),
+    );
+    response
 }
 
 /// The plain answer a recorded stream of `endpoint` amounts to.
@@ -604,6 +632,8 @@ struct Choice {
 /// work already paid for is not lost.
 struct Recorder {
     inner: Body,
+    /// Followers of this stream, if it is one and any joined.
+    publisher: Option<Publisher>,
     state: Option<Recording>,
 }
 
@@ -630,24 +660,24 @@ impl http_body::Body for Recorder {
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(publisher), Some(data)) = (&this.publisher, frame.data_ref()) {
+                    publisher.chunk(data);
+                }
                 if let (Some(state), Some(data)) = (this.state.as_mut(), frame.data_ref())
                     && !state.record(data)
                 {
                     this.state = None;
                 }
                 // Servers stop polling once a body says it has ended.
-                if this.inner.is_end_stream()
-                    && let Some(state) = this.state.take()
-                {
-                    state.finish();
+                if this.inner.is_end_stream() {
+                    this.end(None);
                 }
             }
-            Poll::Ready(None) => {
-                if let Some(state) = this.state.take() {
-                    state.finish();
-                }
+            Poll::Ready(None) => this.end(None),
+            Poll::Ready(Some(Err(error))) => {
+                this.state = None;
+                this.end(Some(error.to_string()));
             }
-            Poll::Ready(Some(Err(_))) => this.state = None,
             Poll::Pending => {}
         }
         polled
@@ -662,6 +692,20 @@ impl http_body::Body for Recorder {
     }
 }
 
+impl Recorder {
+    /// The answer ended (cleanly, or with `failure`): store it, tell followers.
+    fn end(&mut self, failure: Option<String>) {
+        if let Some(state) = self.state.take()
+            && failure.is_none()
+        {
+            state.finish();
+        }
+        if let Some(publisher) = self.publisher.take() {
+            publisher.finish(failure);
+        }
+    }
+}
+
 impl Drop for Recorder {
     fn drop(&mut self) {
         let Some(mut state) = self.state.take() else {
@@ -670,6 +714,7 @@ impl Drop for Recorder {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        let publisher = self.publisher.take();
         let mut inner = std::mem::take(&mut self.inner);
         let tasks = state.cache.tasks.clone();
         // Bounded: by the entry size cap, and by the upstream's timeout,
@@ -678,13 +723,19 @@ impl Drop for Recorder {
             async move {
                 while let Some(frame) = inner.frame().await {
                     let Ok(frame) = frame else { return };
-                    if let Some(data) = frame.data_ref()
-                        && !state.record(data)
-                    {
-                        return;
+                    if let Some(data) = frame.data_ref() {
+                        if let Some(publisher) = &publisher {
+                            publisher.chunk(data);
+                        }
+                        if !state.record(data) {
+                            return;
+                        }
                     }
                 }
                 state.finish();
+                if let Some(publisher) = publisher {
+                    publisher.finish(None);
+                }
             },
             &runtime,
         );
