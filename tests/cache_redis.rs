@@ -135,3 +135,59 @@ async fn unreachable_redis_at_start_is_not_fatal() {
     assert_eq!(send(&h.url("/v1/chat/completions"), BODY).await.1, "miss");
     assert_eq!(send(&h.url("/v1/chat/completions"), BODY).await.1, "hit");
 }
+
+#[tokio::test]
+async fn redis_cluster_urls_work() {
+    if !RedisServer::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let nodes: Vec<RedisServer> = (0..3)
+        .map(|_| RedisServer::start_cluster_node(common::redis::free_port(), dir.path()))
+        .collect();
+    let addrs: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    let created = std::process::Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addrs)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .unwrap();
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stdout)
+    );
+    let ready = common::eventually(Duration::from_secs(20), || async {
+        nodes.iter().all(|n| {
+            n.query::<String>(&["CLUSTER", "INFO"])
+                .is_some_and(|info| info.contains("cluster_state:ok"))
+        })
+    })
+    .await;
+    assert!(ready, "the cluster did not come up");
+
+    let url = format!("redis+cluster://{}", addrs.join(","));
+    let a = Harness::start_with(MockOptions::default(), |c| c.cache.redis_url = url.clone()).await;
+    assert_eq!(send(&a.url("/v1/chat/completions"), BODY).await.1, "miss");
+    let stored = common::eventually(Duration::from_secs(20), || async {
+        nodes.iter().map(keys).sum::<usize>() == 1
+    })
+    .await;
+    assert!(stored, "the answer never reached the cluster");
+    let mut config = common::config_for(&a.mock.base_url());
+    config.cache.redis_url = url;
+    let b = sluice::server::start(config).await.unwrap();
+    let found = common::eventually(Duration::from_secs(20), || async {
+        let (_, outcome, tier) = send(&format!("{}/chat/completions", b.base_url()), BODY).await;
+        outcome == "hit" && tier == "redis"
+    })
+    .await;
+    assert!(
+        found,
+        "the second instance never read the answer from the cluster"
+    );
+    assert_eq!(a.mock.request_count(), 1);
+}

@@ -260,7 +260,7 @@ pub struct CacheConfig {
     /// Memory used by the in-process tier.
     #[serde(with = "de::size")]
     pub memory_max_size: ByteSize,
-    /// Redis tier (`redis://`, `rediss://`, `redis+unix://`, `unix://`); empty = memory
+    /// Redis tier (`redis://`, `redis+cluster://`, `redis+unix://`, `unix://`); empty = memory
     /// only. Printed and serialized with any password masked.
     #[serde(serialize_with = "secret::serialize_masked_url")]
     pub redis_url: String,

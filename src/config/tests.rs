@@ -656,13 +656,21 @@ fn valid_edge_values_pass_validation() {
     c.log.level = "warn,sluice=trace".into();
     for url in [
         "redis://h",
-        "rediss://h:6380",
+        "redis+cluster://h1:7000,h2:7000",
         "redis+unix:///tmp/r.sock",
         "unix:///tmp/r.sock",
     ] {
         c.cache.redis_url = url.into();
         c.validate().unwrap();
     }
+    c.cache.redis_url = "rediss://:secret@h:6380".into();
+    let err = c.validate().unwrap_err().to_string();
+    assert!(
+        err.contains("cache.redis_url") && err.contains("TLS"),
+        "{err}"
+    );
+    assert!(!err.contains("secret"), "{err}");
+    c.cache.redis_url = String::new();
     c.upstreams[0].base_url = "http://user:pw@127.0.0.1:9000".into();
     c.upstreams[0].models = vec!["gpt-4o*".into(), "o[13]-*".into(), "?".into()];
     c.validate().unwrap();
@@ -816,7 +824,7 @@ fn masked_toml_parses_back_into_the_same_config() {
         budget = 0.25
         base_delay = "150ms"
         [cache]
-        redis_url = "rediss://:pw@redis:6380/1"
+        redis_url = "redis://:pw@redis:6380/1"
         memory_max_size = "10MB"
         ttl = "1day"
         [rate_limit]

@@ -193,13 +193,22 @@ fn cache(config: &Config) -> Checked {
     let cache = &config.cache;
     positive_duration("cache.ttl", cache.ttl)?;
     positive_duration("cache.redis_timeout", cache.redis_timeout)?;
-    const SCHEMES: [&str; 4] = ["redis://", "rediss://", "redis+unix://", "unix://"];
+    const SCHEMES: [&str; 4] = ["redis://", "redis+cluster://", "redis+unix://", "unix://"];
     let url = &cache.redis_url;
+    if url.starts_with("rediss://") {
+        return fail(
+            "cache.redis_url",
+            format!(
+                "{:?}: TLS to Redis (rediss://) is not supported yet; use redis:// on a private network or a TLS tunnel",
+                mask_url(url)
+            ),
+        );
+    }
     if !url.is_empty() && !SCHEMES.iter().any(|scheme| url.starts_with(scheme)) {
         return fail(
             "cache.redis_url",
             format!(
-                "{:?} must be empty (memory only) or start with redis://, rediss://, redis+unix:// or unix://",
+                "{:?} must be empty (memory only) or start with redis://, redis+cluster://, redis+unix:// or unix://",
                 mask_url(url)
             ),
         );

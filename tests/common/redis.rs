@@ -26,17 +26,33 @@ impl RedisServer {
             eprintln!("skipping: redis-server is not on PATH (apt-get install redis-server)");
             return None;
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .unwrap_or_else(|e| panic!("no free port: {e}"));
-        Some(RedisServer::start_on(port))
+        Some(RedisServer::start_on(free_port()))
+    }
+
+    /// Whether redis-server can be run here (with the same CI rule as `start`).
+    pub fn available() -> bool {
+        RedisServer::start().is_some()
     }
 
     pub fn start_on(port: u16) -> RedisServer {
+        RedisServer::start_with(port, &[])
+    }
+
+    /// A node for a Redis Cluster, its cluster state file in `dir`.
+    pub fn start_cluster_node(port: u16, dir: &std::path::Path) -> RedisServer {
+        let conf = dir.join(format!("nodes-{port}.conf"));
+        let conf = conf.to_string_lossy().into_owned();
+        RedisServer::start_with(
+            port,
+            &["--cluster-enabled", "yes", "--cluster-config-file", &conf],
+        )
+    }
+
+    fn start_with(port: u16, extra: &[&str]) -> RedisServer {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -85,4 +101,11 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
 }
