@@ -174,30 +174,8 @@ const PIECE_CHARS: usize = 24;
 /// have sent: a role chunk, content pieces, tool calls, the finish chunk, a
 /// usage chunk when `include_usage`, then `[DONE]`.
 pub fn synthesize(answer: &Value, include_usage: bool) -> Option<Vec<u8>> {
-    let mut base = Map::new();
-    for field in [
-        "id",
-        "created",
-        "model",
-        "system_fingerprint",
-        "service_tier",
-    ] {
-        if let Some(v) = answer.get(field) {
-            base.insert(field.to_owned(), v.clone());
-        }
-    }
-    base.insert("object".into(), json!("chat.completion.chunk"));
-    let mut out = Vec::new();
-    let mut emit = |choices: Value, usage: Option<&Value>| {
-        let mut chunk = base.clone();
-        chunk.insert("choices".into(), choices);
-        if let Some(usage) = usage {
-            chunk.insert("usage".into(), usage.clone());
-        }
-        if let Ok(bytes) = serde_json::to_vec(&chunk) {
-            sse::event(&bytes, &mut out);
-        }
-    };
+    let mut writer = ChunkWriter::new(answer, "chat.completion.chunk");
+    let mut emit = |choices: Value, usage: Option<&Value>| writer.emit(choices, usage);
     for choice in answer.get("choices")?.as_array()? {
         let index = choice.get("index").cloned().unwrap_or(json!(0));
         let message = choice.get("message")?;
@@ -241,8 +219,55 @@ pub fn synthesize(answer: &Value, include_usage: bool) -> Option<Vec<u8>> {
     if include_usage {
         emit(json!([]), Some(answer.get("usage").unwrap_or(&Value::Null)));
     }
-    sse::event(b"[DONE]", &mut out);
-    Some(out)
+    Some(writer.done())
+}
+
+/// Writes the chunk events of a replayed answer: each carries the answer's
+/// identifying fields, the stream ends with `[DONE]`.
+pub struct ChunkWriter {
+    base: Map<String, Value>,
+    out: Vec<u8>,
+}
+
+impl ChunkWriter {
+    /// Chunks of `answer` with `object` as their type.
+    pub fn new(answer: &Value, object: &str) -> ChunkWriter {
+        let mut base = Map::new();
+        for field in [
+            "id",
+            "created",
+            "model",
+            "system_fingerprint",
+            "service_tier",
+        ] {
+            if let Some(v) = answer.get(field) {
+                base.insert(field.to_owned(), v.clone());
+            }
+        }
+        base.insert("object".into(), json!(object));
+        ChunkWriter {
+            base,
+            out: Vec::new(),
+        }
+    }
+
+    /// One chunk with these `choices` (and `usage`, for the final one).
+    pub fn emit(&mut self, choices: Value, usage: Option<&Value>) {
+        let mut chunk = self.base.clone();
+        chunk.insert("choices".into(), choices);
+        if let Some(usage) = usage {
+            chunk.insert("usage".into(), usage.clone());
+        }
+        if let Ok(bytes) = serde_json::to_vec(&chunk) {
+            sse::event(&bytes, &mut self.out);
+        }
+    }
+
+    /// The stream, `[DONE]` appended.
+    pub fn done(mut self) -> Vec<u8> {
+        sse::event(b"[DONE]", &mut self.out);
+        self.out
+    }
 }
 
 /// Splits `text` into pieces of about [`PIECE_CHARS`] characters, on char

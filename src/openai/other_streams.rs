@@ -72,24 +72,8 @@ pub fn assemble_completion(stream: &[u8]) -> Option<Value> {
 
 /// Replays a plain `text_completion` as the stream an upstream would send.
 pub fn synthesize_completion(answer: &Value, include_usage: bool) -> Option<Vec<u8>> {
-    let mut base = Map::new();
-    for field in ["id", "created", "model", "system_fingerprint"] {
-        if let Some(v) = answer.get(field) {
-            base.insert(field.to_owned(), v.clone());
-        }
-    }
-    base.insert("object".into(), json!("text_completion"));
-    let mut out = Vec::new();
-    let mut emit = |choices: Value, usage: Option<&Value>| {
-        let mut chunk = base.clone();
-        chunk.insert("choices".into(), choices);
-        if let Some(usage) = usage {
-            chunk.insert("usage".into(), usage.clone());
-        }
-        if let Ok(bytes) = serde_json::to_vec(&chunk) {
-            sse::event(&bytes, &mut out);
-        }
-    };
+    let mut writer = super::chat_stream::ChunkWriter::new(answer, "text_completion");
+    let mut emit = |choices: Value, usage: Option<&Value>| writer.emit(choices, usage);
     for choice in answer.get("choices")?.as_array()? {
         let index = choice.get("index").cloned().unwrap_or(json!(0));
         let text = choice.get("text").and_then(Value::as_str).unwrap_or("");
@@ -111,8 +95,7 @@ pub fn synthesize_completion(answer: &Value, include_usage: bool) -> Option<Vec<
     if include_usage {
         emit(json!([]), Some(answer.get("usage").unwrap_or(&Value::Null)));
     }
-    sse::event(b"[DONE]", &mut out);
-    Some(out)
+    Some(writer.done())
 }
 
 /// The `response` a recorded Responses stream ended with: the payload of its
