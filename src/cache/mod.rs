@@ -30,34 +30,36 @@ pub mod directives;
 pub mod embeddings;
 pub mod key;
 pub mod live;
+mod record;
 pub mod redis;
+mod replay;
 pub mod store;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures_util::FutureExt;
 use futures_util::future::{Either, Map};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
-use http_body_util::BodyExt;
-use serde::Deserialize;
 use tower::{Layer, Service};
 
 use crate::body::{self, Body};
 use crate::config::{CacheConfig, CacheScope};
 use crate::error::Error;
 use crate::observe::{CACHE_LOOKUPS_TOTAL, CACHE_REQUESTS_TOTAL, CACHE_TOKENS_SAVED_TOTAL};
-use crate::openai::{ApiRequest, Endpoint, chat_stream, other_streams};
+use crate::openai::{ApiRequest, Endpoint};
 use coalesce::{FlightGuard, InFlight, Role};
 use directives::Directives;
 use key::{CacheKey, Scope};
 use live::{LiveStream, Publisher};
-use store::{Entry, MemoryTier, RecordedStream};
+use record::{Recorder, Recording};
+use replay::{Wanted, follow, hit};
+use store::{Entry, MemoryTier};
 
 pub static X_SLUICE_CACHE: HeaderName = HeaderName::from_static("x-sluice-cache");
 pub static X_SLUICE_CACHE_TIER: HeaderName = HeaderName::from_static("x-sluice-cache-tier");
@@ -442,304 +444,6 @@ where
         }),
     };
     Ok(Response::from_parts(parts, body::boxed(recorder)))
-}
-
-/// The form of answer a request wants.
-#[derive(Debug, Clone, Copy)]
-struct Wanted {
-    endpoint: Endpoint,
-    stream: bool,
-    /// `stream_options.include_usage`: a final usage chunk.
-    usage: bool,
-}
-
-impl Wanted {
-    fn of(api: &ApiRequest) -> Wanted {
-        let usage = api
-            .get::<serde_json::Value>("stream_options")
-            .and_then(Result::ok)
-            .and_then(|o| o.get("include_usage").and_then(serde_json::Value::as_bool))
-            .unwrap_or(false);
-        Wanted {
-            endpoint: api.endpoint(),
-            stream: api.stream(),
-            usage,
-        }
-    }
-}
-
-/// A follower's answer: the leader's stream, from its first chunk, live.
-fn follow(live: &Arc<LiveStream>) -> Response<Body> {
-    let mut response = Response::new(live.follow());
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream; charset=utf-8"),
-    );
-    response.headers_mut().insert(
-        crate::upstream::forward::X_SLUICE_ATTEMPTS.clone(),
-        HeaderValue::from_static("0"),
-    );
-    response
-}
-
-/// The plain answer a recorded stream of `endpoint` amounts to.
-fn assemble(endpoint: Endpoint, stream: &[u8]) -> Option<serde_json::Value> {
-    match endpoint {
-        Endpoint::ChatCompletions => chat_stream::assemble(stream),
-        Endpoint::Completions => other_streams::assemble_completion(stream),
-        Endpoint::Responses => other_streams::assemble_response(stream),
-        Endpoint::Embeddings | Endpoint::Other => None,
-    }
-}
-
-/// A plain answer of `endpoint` replayed as the stream its API sends.
-fn synthesize(endpoint: Endpoint, plain: &serde_json::Value, usage: bool) -> Option<Vec<u8>> {
-    match endpoint {
-        Endpoint::ChatCompletions => chat_stream::synthesize(plain, usage),
-        Endpoint::Completions => other_streams::synthesize_completion(plain, usage),
-        Endpoint::Responses => other_streams::synthesize_response(plain),
-        Endpoint::Embeddings | Endpoint::Other => None,
-    }
-}
-
-/// The answer to a hit, in the form the request wants: the stored stream
-/// as recorded when it fits, else one replayed from the plain answer; the
-/// plain answer (recorded, or assembled from a recorded stream). `None` when
-/// the stored answer cannot take the wanted form (then it is a miss).
-fn hit(entry: &Entry, tier: &'static str, wants: Wanted) -> Option<Response<Body>> {
-    let (body, content_type) = if wants.stream {
-        let stream = match &entry.stream {
-            Some(recorded) if recorded.usage == wants.usage => recorded.sse.clone(),
-            _ => {
-                let plain = serde_json::from_slice(&entry.body).ok()?;
-                Bytes::from(synthesize(wants.endpoint, &plain, wants.usage)?)
-            }
-        };
-        (
-            stream,
-            HeaderValue::from_static("text/event-stream; charset=utf-8"),
-        )
-    } else {
-        (entry.body.clone(), entry.content_type.clone())
-    };
-    let mut response = Response::new(body::full(body));
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, content_type);
-    headers.insert(X_SLUICE_CACHE_TIER.clone(), HeaderValue::from_static(tier));
-    headers.insert(header::AGE, HeaderValue::from(entry.age()));
-    headers.insert(
-        crate::upstream::forward::X_SLUICE_ATTEMPTS.clone(),
-        HeaderValue::from_static("0"),
-    );
-    Some(response)
-}
-
-struct Recording {
-    cache: Arc<Cache>,
-    key: CacheKey,
-    ttl: Duration,
-    content_type: HeaderValue,
-    limit_set: bool,
-    wants: Wanted,
-    buffer: BytesMut,
-    /// Followers wait until this recording is stored or abandoned.
-    _flight: Option<FlightGuard>,
-}
-
-impl Recording {
-    /// Stores the recorded answer if it is a complete one.
-    fn finish(self) {
-        // Exactly sized: a grown buffer's spare capacity is not kept.
-        let recorded = Bytes::copy_from_slice(&self.buffer);
-        let (body, stream, content_type) = if self.wants.stream {
-            // Stored as the plain answer it amounts to, plus the stream itself.
-            let Some(plain) = assemble(self.wants.endpoint, &recorded) else {
-                return;
-            };
-            let Ok(plain) = serde_json::to_vec(&plain) else {
-                return;
-            };
-            let stream = RecordedStream {
-                sse: recorded,
-                usage: self.wants.usage,
-            };
-            (
-                Bytes::from(plain),
-                Some(stream),
-                HeaderValue::from_static("application/json"),
-            )
-        } else {
-            (recorded, None, self.content_type)
-        };
-        let Ok(answer) = serde_json::from_slice::<Answer>(&body) else {
-            return;
-        };
-        let cut_short = answer
-            .choices
-            .iter()
-            .any(|c| c.finish_reason.as_deref() == Some("length"))
-            && !self.limit_set;
-        let incomplete = matches!(
-            answer.status.as_deref(),
-            Some("incomplete" | "failed" | "cancelled")
-        );
-        if cut_short || incomplete {
-            return;
-        }
-        let tokens = answer.usage.and_then(|u| u.total_tokens).unwrap_or(0);
-        let ttl = self.ttl;
-        self.cache.store(
-            self.key,
-            Entry {
-                body,
-                content_type,
-                stream,
-                stored_at: SystemTime::now(),
-                ttl,
-                tokens,
-            },
-        );
-    }
-}
-
-/// The parts of an answer that decide whether it may be stored.
-#[derive(Deserialize)]
-struct Answer {
-    #[serde(default)]
-    usage: Option<Usage>,
-    #[serde(default)]
-    choices: Vec<Choice>,
-    #[serde(default)]
-    status: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Usage {
-    #[serde(default)]
-    total_tokens: Option<u64>,
-}
-
-#[derive(Deserialize)]
-struct Choice {
-    #[serde(default)]
-    finish_reason: Option<String>,
-}
-
-/// Relays the answer frame by frame, keeping a copy; the copy is stored
-/// when the body ends cleanly, dropped on error or size overflow. When the
-/// client goes away first, the rest of the answer is still read from the
-/// upstream on a tracked task (shutdown waits for it) and stored, so the
-/// work already paid for is not lost.
-struct Recorder {
-    inner: Body,
-    /// Followers of this stream, if it is one and any joined.
-    publisher: Option<Publisher>,
-    state: Option<Recording>,
-}
-
-impl Recording {
-    /// Takes in one frame; `false` once the recording was given up.
-    fn record(&mut self, data: &[u8]) -> bool {
-        if self.buffer.len() + data.len() > self.cache.max_entry {
-            return false;
-        }
-        self.buffer.extend_from_slice(data);
-        true
-    }
-}
-
-impl http_body::Body for Recorder {
-    type Data = Bytes;
-    type Error = body::BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, body::BoxError>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(publisher), Some(data)) = (&this.publisher, frame.data_ref()) {
-                    publisher.chunk(data);
-                }
-                if let (Some(state), Some(data)) = (this.state.as_mut(), frame.data_ref())
-                    && !state.record(data)
-                {
-                    this.state = None;
-                }
-                // Servers stop polling once a body says it has ended.
-                if this.inner.is_end_stream() {
-                    this.end(None);
-                }
-            }
-            Poll::Ready(None) => this.end(None),
-            Poll::Ready(Some(Err(error))) => {
-                this.state = None;
-                this.end(Some(error.to_string()));
-            }
-            Poll::Pending => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Recorder {
-    /// The answer ended (cleanly, or with `failure`): store it, tell followers.
-    fn end(&mut self, failure: Option<String>) {
-        if let Some(state) = self.state.take()
-            && failure.is_none()
-        {
-            state.finish();
-        }
-        if let Some(publisher) = self.publisher.take() {
-            publisher.finish(failure);
-        }
-    }
-}
-
-impl Drop for Recorder {
-    fn drop(&mut self) {
-        let Some(mut state) = self.state.take() else {
-            return;
-        };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let publisher = self.publisher.take();
-        let mut inner = std::mem::take(&mut self.inner);
-        let tasks = state.cache.tasks.clone();
-        // Bounded: by the entry size cap, and by the upstream's timeout,
-        // which the upstream body enforces itself.
-        tasks.spawn_on(
-            async move {
-                while let Some(frame) = inner.frame().await {
-                    let Ok(frame) = frame else { return };
-                    if let Some(data) = frame.data_ref() {
-                        if let Some(publisher) = &publisher {
-                            publisher.chunk(data);
-                        }
-                        if !state.record(data) {
-                            return;
-                        }
-                    }
-                }
-                state.finish();
-                if let Some(publisher) = publisher {
-                    publisher.finish(None);
-                }
-            },
-            &runtime,
-        );
-    }
 }
 
 #[cfg(test)]
