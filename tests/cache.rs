@@ -152,7 +152,12 @@ async fn streams_and_disabled_cache_bypass() {
     response.bytes().await.unwrap();
 
     let off = Harness::start_with(MockOptions::default(), |c| c.cache.enabled = false).await;
-    assert_eq!(send(&off, BODY, &[]).await.0, "bypass");
+    assert_eq!(
+        send(&off, BODY, &[("cache-control", "no-cache")]).await.0,
+        "bypass"
+    );
+    let received = off.last_upstream_request("/v1/chat/completions");
+    assert!(!received.headers.contains_key("cache-control"));
     assert_eq!(send(&off, BODY, &[]).await.0, "bypass");
     assert_eq!(off.mock.request_count(), 2);
     // Pass-through paths carry no cache header.

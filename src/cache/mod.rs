@@ -302,6 +302,9 @@ where
             return Either::Left(Either::Left(self.inner.call(req)));
         }
         let Some(cache) = self.cache.clone() else {
+            // Cache-Control is addressed to sluice, cache on or off.
+            let mut req = req;
+            req.headers_mut().remove(header::CACHE_CONTROL);
             return Either::Left(Either::Right(
                 self.inner.call(req).map(mark_bypass as fn(_) -> _),
             ));
