@@ -255,18 +255,18 @@ impl Reader<'_> {
         self.pos += 1;
         let mut canonical = true;
         loop {
-            match self.input.get(self.pos) {
-                None => return Err(invalid()),
-                Some(b'"') => break,
-                Some(b'\\') => {
-                    let next = self.input.get(self.pos + 1).ok_or_else(invalid)?;
-                    if !matches!(next, b'"' | b'\\' | b'n' | b't' | b'r' | b'b' | b'f') {
-                        canonical = false;
-                    }
-                    self.pos += 2;
-                }
-                Some(_) => self.pos += 1,
+            // Jump to the next quote or backslash: most of a body is text.
+            let rest = self.input.get(self.pos..).ok_or_else(invalid)?;
+            let found = memchr::memchr2(b'"', b'\\', rest).ok_or_else(invalid)?;
+            self.pos += found;
+            if self.input.get(self.pos) == Some(&b'"') {
+                break;
             }
+            let next = self.input.get(self.pos + 1).ok_or_else(invalid)?;
+            if !matches!(next, b'"' | b'\\' | b'n' | b't' | b'r' | b'b' | b'f') {
+                canonical = false;
+            }
+            self.pos += 2;
         }
         self.pos += 1;
         let raw = self.input.get(start..self.pos).ok_or_else(invalid)?;

@@ -211,15 +211,23 @@ impl Cache {
     fn key(&self, req: &Request<Body>, api: &ApiRequest) -> Result<CacheKey, serde_json::Error> {
         let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
         // Per-request rewriting overrides change the request sent, so the key.
-        let mut settings = self.settings.clone();
-        for name in ["x-sluice-prune", "x-sluice-compress"] {
-            if let Some(value) = req.headers().get(name) {
-                settings.push_str(name);
-                settings.push('=');
-                settings.push_str(&String::from_utf8_lossy(value.as_bytes()));
-                settings.push(';');
+        let overridden = ["x-sluice-prune", "x-sluice-compress"]
+            .iter()
+            .any(|name| req.headers().contains_key(*name));
+        let settings = if overridden {
+            let mut settings = self.settings.clone();
+            for name in ["x-sluice-prune", "x-sluice-compress"] {
+                if let Some(value) = req.headers().get(name) {
+                    settings.push_str(name);
+                    settings.push('=');
+                    settings.push_str(&String::from_utf8_lossy(value.as_bytes()));
+                    settings.push(';');
+                }
             }
-        }
+            std::borrow::Cow::Owned(settings)
+        } else {
+            std::borrow::Cow::Borrowed(self.settings.as_str())
+        };
         match self.scope {
             CacheScope::Global => key::build(Scope::Global, path, api, &settings),
             CacheScope::Key => {
