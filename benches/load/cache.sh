@@ -44,41 +44,7 @@ NGINX_WORKERS=${NGINX_WORKERS:-auto}
 # shellcheck source=common.sh
 source "$HERE/common.sh"
 
-# ---------------------------------------------------------------- workspace
-STAMP=$(date -u +%Y%m%dT%H%M%SZ)
-OUT=$HERE/out/cache-$STAMP
-mkdir -p "$OUT/oha"
-TMP=$(mktemp -d -t sluice-cache.XXXXXX)
-# A private copy: others rebuilding target/ mid-run must not swap the binary.
-cp "$SLUICE_BIN" "$TMP/sluice"
-SLUICE=$TMP/sluice
-
-PIDS=()
-cleanup() {
-    local rc=$? pid
-    trap - EXIT INT TERM
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 1 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-    done
-    wait 2>/dev/null || true
-    if [[ $rc -ne 0 ]]; then
-        mkdir -p "$OUT/logs"
-        cp "$TMP"/*.log "$TMP"/*/error.log "$OUT/logs/" 2>/dev/null || true
-        log "failed (exit $rc); process logs kept in $OUT/logs"
-    fi
-    rm -rf "$TMP"
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+setup_workspace "cache-"
 
 CLK_TCK=$(getconf CLK_TCK)
 read -r P_UP P_SLUICE P_STATIC <<<"$(python3 "$HERE/bench.py" ports 3)"

@@ -64,3 +64,43 @@ if [[ -z ${SLUICE_BIN:-} ]]; then
     SLUICE_BIN=$ROOT/target/release/sluice
 fi
 [[ -x $SLUICE_BIN ]] || die "no sluice binary at $SLUICE_BIN"
+
+# ---------------------------------------------------------------- workspace
+# setup_workspace NAME: OUT (results), TMP (scratch, removed on exit), SLUICE (a
+# private copy of the binary), PIDS (stopped on exit), and the exit traps.
+setup_workspace() {
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+OUT=$HERE/out/$1$STAMP
+mkdir -p "$OUT/oha"
+TMP=$(mktemp -d -t "sluice-$1XXXXXX")
+# A private copy: others rebuilding target/ mid-run must not swap the binary.
+cp "$SLUICE_BIN" "$TMP/sluice"
+SLUICE=$TMP/sluice
+
+PIDS=()
+cleanup() {
+    local rc=$? pid
+    trap - EXIT INT TERM
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 1 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    wait 2>/dev/null || true
+    if [[ $rc -ne 0 ]]; then
+        mkdir -p "$OUT/logs"
+        cp "$TMP"/*.log "$TMP"/*/error.log "$OUT/logs/" 2>/dev/null || true
+        log "failed (exit $rc); process logs kept in $OUT/logs"
+    fi
+    rm -rf "$TMP"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+}

@@ -43,6 +43,12 @@ run() {
         -D "$ROOT/benches/load/fixtures/request.json" \
         "http://127.0.0.1:$PROXY/v1/chat/completions" >/dev/null
     kill -INT "$pid"
+    # Graceful shutdown under valgrind is slow; do not leave it behind.
+    for _ in $(seq 1 300); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" || true
 }
 run "$N1" "$OUT/callgrind.$N1"

@@ -34,7 +34,7 @@ PIDS+=($!)
 PIDS+=($!)
 serve() { # port, extra env...
     local p=$1; shift
-    (cd "$TMP" && env -i PATH="$PATH" SLUICE_LOG__LEVEL=warn "$@" \
+    (cd "$TMP" && exec env -i PATH="$PATH" SLUICE_LOG__LEVEL=warn "$@" \
         "$BIN" serve --listen "127.0.0.1:$p" --upstream "http://127.0.0.1:$UP/v1" >"$TMP/sluice-$p.log" 2>&1) &
     PIDS+=($!)
 }
