@@ -34,6 +34,12 @@ impl Lifecycle {
         self.0.store(phase as u8, Ordering::Release);
     }
 
+    /// Moves to draining; `true` for the one caller that made the change
+    /// (every worker calls it when it stops accepting).
+    pub fn begin_draining(&self) -> bool {
+        self.0.swap(Phase::Draining as u8, Ordering::AcqRel) != Phase::Draining as u8
+    }
+
     pub fn is_draining(&self) -> bool {
         self.phase() == Phase::Draining
     }

@@ -336,12 +336,13 @@ async fn accept_loop<S>(
     }
 
     drop(listener);
-    lifecycle.set(Phase::Draining);
-    tracing::info!(
-        connections = graceful.count(),
-        grace = %humantime::format_duration(settings.shutdown_grace),
-        "draining: no longer accepting, finishing in-flight requests"
-    );
+    if lifecycle.begin_draining() {
+        tracing::info!(
+            grace = %humantime::format_duration(settings.shutdown_grace),
+            "draining: no longer accepting, finishing in-flight requests"
+        );
+    }
+    tracing::debug!(connections = graceful.count(), "worker draining");
     tokio::select! {
         () = graceful.shutdown() => tracing::debug!("worker drained"),
         () = tokio::time::sleep(settings.shutdown_grace) => {

@@ -6,7 +6,6 @@ mod common;
 
 use std::time::Duration;
 
-use async_openai::types::chat::{CreateChatCompletionRequest, CreateChatCompletionStreamResponse};
 use common::{Harness, chat, from_json, http};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -291,40 +290,12 @@ async fn followers_of_a_failed_leader_are_not_stranded() {
     }
 }
 
-async fn sdk_stream(h: &Harness, request: &Value) -> (String, usize, bool) {
-    let chunks: Vec<CreateChatCompletionStreamResponse> = h
-        .sdk()
-        .chat()
-        .create_stream(from_json(request.clone()))
-        .await
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
-        .await;
-    let text = chunks
-        .iter()
-        .filter_map(|c| c.choices.first()?.delta.content.clone())
-        .collect();
-    let usage = chunks.iter().any(|c| c.usage.is_some());
-    (text, chunks.len(), usage)
-}
-
-async fn sdk_plain(h: &Harness, request: &Value) -> String {
-    let answer = h
-        .sdk()
-        .chat()
-        .create(from_json::<CreateChatCompletionRequest>(request.clone()))
-        .await
-        .unwrap();
-    answer.choices[0].message.content.clone().unwrap()
-}
-
 #[tokio::test]
 async fn streams_are_recorded_and_replayed() {
     let h = Harness::start().await;
     let request = common::chat_stream("stream me");
-    let (first, first_chunks, _) = sdk_stream(&h, &request).await;
-    let (second, second_chunks, _) = sdk_stream(&h, &request).await;
+    let (first, first_chunks, _) = h.sdk_chat_stream(&request).await;
+    let (second, second_chunks, _) = h.sdk_chat_stream(&request).await;
     assert_eq!(first, second);
     assert_eq!(
         first_chunks, second_chunks,
@@ -352,19 +323,19 @@ async fn one_entry_serves_both_forms() {
     let h = Harness::start().await;
     // Plain first, then a stream replayed from it.
     let plain_request = chat("both ways");
-    let plain = sdk_plain(&h, &plain_request).await;
+    let plain = h.sdk_chat(&plain_request).await;
     let mut stream_request = plain_request.clone();
     stream_request["stream"] = json!(true);
     stream_request["stream_options"] = json!({"include_usage": true});
-    let (streamed, _, usage) = sdk_stream(&h, &stream_request).await;
+    let (streamed, _, usage) = h.sdk_chat_stream(&stream_request).await;
     assert_eq!(streamed, plain);
     assert!(usage, "include_usage asked for a usage chunk");
     assert_eq!(h.mock.request_count(), 1);
 
     // Stream first, then a plain answer assembled from it.
     let stream_request = common::chat_stream("the other way");
-    let (streamed, _, _) = sdk_stream(&h, &stream_request).await;
-    let plain = sdk_plain(&h, &chat("the other way")).await;
+    let (streamed, _, _) = h.sdk_chat_stream(&stream_request).await;
+    let plain = h.sdk_chat(&chat("the other way")).await;
     assert_eq!(plain, streamed);
     assert_eq!(h.mock.request_count(), 2);
 }

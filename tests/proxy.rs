@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use async_openai::types::chat::{CreateChatCompletionRequest, CreateChatCompletionStreamResponse};
+use async_openai::types::chat::CreateChatCompletionRequest;
 use async_openai::types::completions::CreateCompletionRequest;
 use async_openai::types::embeddings::CreateEmbeddingRequest;
 use async_openai::types::responses::{CreateResponse, ResponseStreamEvent};
@@ -34,31 +34,12 @@ async fn plain_chat_through_the_sdk() {
 #[tokio::test]
 async fn streamed_chat_through_the_sdk_matches_plain() {
     let h = Harness::start().await;
-    let plain = h
-        .sdk()
-        .chat()
-        .create(from_json::<CreateChatCompletionRequest>(chat(
-            "Tell a story",
-        )))
-        .await
-        .unwrap();
-    let mut request = chat("Tell a story");
-    request["stream"] = json!(true);
-    let chunks: Vec<CreateChatCompletionStreamResponse> = h
-        .sdk()
-        .chat()
-        .create_stream(from_json(request))
-        .await
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
+    let plain = h.sdk_chat(&chat("Tell a story")).await;
+    let (streamed, chunks, _) = h
+        .sdk_chat_stream(&common::chat_stream("Tell a story"))
         .await;
-    assert!(chunks.len() >= 3, "{} chunks", chunks.len());
-    let streamed: String = chunks
-        .iter()
-        .filter_map(|c| c.choices.first()?.delta.content.clone())
-        .collect();
-    assert_eq!(Some(streamed), plain.choices[0].message.content);
+    assert!(chunks >= 3, "{chunks} chunks");
+    assert_eq!(streamed, plain);
 }
 
 #[tokio::test]

@@ -308,6 +308,21 @@ def cmd_report(a):
     print(text)
 
 
+def add_record_parser(sub):
+    """The `record` subcommand's arguments, shared with cache.py."""
+    r = sub.add_parser("record")
+    r.add_argument("--oha", required=True)
+    r.add_argument("--round", type=int, required=True)
+    r.add_argument("--scenario", required=True)
+    r.add_argument("--target", required=True)
+    r.add_argument("--clk-tck", type=int, required=True)
+    r.add_argument("--proxy-ticks", type=int)
+    r.add_argument("--upstream-ticks", type=int)
+    r.add_argument("--rss-kb", type=int)
+    r.add_argument("--hwm-kb", type=int)
+    return r
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -321,16 +336,7 @@ def main():
     rd.add_argument("set", nargs="*", help="KEY=VALUE or KEY=@FILE")
     rd.set_defaults(fn=cmd_render)
 
-    r = sub.add_parser("record")
-    r.add_argument("--oha", required=True)
-    r.add_argument("--round", type=int, required=True)
-    r.add_argument("--scenario", required=True)
-    r.add_argument("--target", required=True)
-    r.add_argument("--clk-tck", type=int, required=True)
-    r.add_argument("--proxy-ticks", type=int)
-    r.add_argument("--upstream-ticks", type=int)
-    r.add_argument("--rss-kb", type=int)
-    r.add_argument("--hwm-kb", type=int)
+    r = add_record_parser(sub)
     r.set_defaults(fn=cmd_record)
 
     s = sub.add_parser("streams")

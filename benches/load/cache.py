@@ -276,16 +276,7 @@ def main():
     m.add_argument("spec", nargs="+", help='name or name{label="value"}')
     m.set_defaults(fn=cmd_metrics)
 
-    r = sub.add_parser("record")
-    r.add_argument("--oha", required=True)
-    r.add_argument("--round", type=int, required=True)
-    r.add_argument("--scenario", required=True)
-    r.add_argument("--target", required=True)
-    r.add_argument("--clk-tck", type=int, required=True)
-    r.add_argument("--proxy-ticks", type=int)
-    r.add_argument("--upstream-ticks", type=int)
-    r.add_argument("--rss-kb", type=int)
-    r.add_argument("--hwm-kb", type=int)
+    r = bench.add_record_parser(sub)
     r.add_argument("--hits", type=int)
     r.set_defaults(fn=cmd_record)
 

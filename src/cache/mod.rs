@@ -309,10 +309,12 @@ where
             // Pass-through paths are not the cache's business.
             return Either::Left(Either::Left(self.inner.call(req)));
         }
+        // Cache-Control is addressed to sluice, cache on or off: read here,
+        // never forwarded.
+        let mut req = req;
+        let directives = Directives::from_headers(req.headers());
+        req.headers_mut().remove(header::CACHE_CONTROL);
         let Some(cache) = self.cache.clone() else {
-            // Cache-Control is addressed to sluice, cache on or off.
-            let mut req = req;
-            req.headers_mut().remove(header::CACHE_CONTROL);
             return Either::Left(Either::Right(
                 self.inner.call(req).map(mark_bypass as fn(_) -> _),
             ));
@@ -320,7 +322,7 @@ where
         // The ready service is the one to call; leave a fresh clone behind.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        Either::Right(Box::pin(handle(cache, inner, req)))
+        Either::Right(Box::pin(handle(cache, inner, req, directives)))
     }
 }
 
@@ -345,12 +347,11 @@ async fn handle<S>(
     cache: Arc<Cache>,
     mut inner: S,
     mut req: Request<Body>,
+    directives: Directives,
 ) -> Result<Response<Body>, Error>
 where
     S: Service<Request<Body>, Response = Response<Body>, Error = Error>,
 {
-    let directives = Directives::from_headers(req.headers());
-    req.headers_mut().remove(header::CACHE_CONTROL);
     let Some(api) = req.extensions().get::<ApiRequest>() else {
         return inner.call(req).await.map(|r| mark(r, "bypass"));
     };

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use async_openai::Client;
 use async_openai::config::OpenAIConfig;
+use async_openai::types::chat::{CreateChatCompletionRequest, CreateChatCompletionStreamResponse};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use sluice::config::Config;
 use sluice::mock::{MockOptions, MockUpstream};
@@ -48,6 +50,37 @@ impl Harness {
     /// POSTs `body` as JSON to sluice's `path`.
     pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
         http().post(self.url(path)).json(body).send().await.unwrap()
+    }
+
+    /// A chat completion through the SDK: the first choice's content.
+    pub async fn sdk_chat(&self, request: &Value) -> String {
+        let answer = self
+            .sdk()
+            .chat()
+            .create(from_json::<CreateChatCompletionRequest>(request.clone()))
+            .await
+            .unwrap();
+        answer.choices[0].message.content.clone().unwrap()
+    }
+
+    /// A streamed chat completion through the SDK: the content of the first
+    /// choice's deltas joined, how many chunks came, whether one had usage.
+    pub async fn sdk_chat_stream(&self, request: &Value) -> (String, usize, bool) {
+        let chunks: Vec<CreateChatCompletionStreamResponse> = self
+            .sdk()
+            .chat()
+            .create_stream(from_json(request.clone()))
+            .await
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+            .await;
+        let text = chunks
+            .iter()
+            .filter_map(|c| c.choices.first()?.delta.content.clone())
+            .collect();
+        let usage = chunks.iter().any(|c| c.usage.is_some());
+        (text, chunks.len(), usage)
     }
 
     /// The last request the mock received on `path`.
