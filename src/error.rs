@@ -82,6 +82,13 @@ impl Error {
                     None,
                     Client,
                 ),
+                IngressError::InvalidHeader { .. } => m(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "invalid_header",
+                    None,
+                    Client,
+                ),
             },
             Error::Edge(e) => match e {
                 EdgeError::NotFound { .. } => m(

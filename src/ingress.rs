@@ -16,6 +16,7 @@ use http_body_util::BodyExt;
 use tower::{Layer, Service};
 
 use crate::body::{self, Body};
+use crate::config::CompressLevel;
 use crate::edge::EdgeError;
 use crate::edge::body_limit::is_length_limit_error;
 use crate::error::Error;
@@ -31,6 +32,62 @@ pub enum IngressError {
     NotAnObject,
     #[error("could not read the request body: {0}")]
     BodyRead(String),
+    #[error("The {name} header must be one of: {expected}.")]
+    InvalidHeader {
+        name: &'static str,
+        expected: &'static str,
+    },
+}
+
+/// Per-request overrides of the rewriting layers' settings, from the
+/// `x-sluice-prune` and `x-sluice-compress` headers; in the extensions of
+/// every understood request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Overrides {
+    pub prune: Option<bool>,
+    pub compress: Option<CompressLevel>,
+}
+
+impl Overrides {
+    /// Reads the override headers; a value outside the allowed ones is the
+    /// client's error.
+    pub fn from_headers(headers: &http::HeaderMap) -> Result<Overrides, IngressError> {
+        fn read<T>(
+            headers: &http::HeaderMap,
+            name: &'static str,
+            expected: &'static str,
+            parse: fn(&str) -> Option<T>,
+        ) -> Result<Option<T>, IngressError> {
+            let Some(value) = headers.get(name) else {
+                return Ok(None);
+            };
+            value
+                .to_str()
+                .ok()
+                .map(|v| v.trim().to_ascii_lowercase())
+                .and_then(|v| parse(&v))
+                .map(Some)
+                .ok_or(IngressError::InvalidHeader { name, expected })
+        }
+        Ok(Overrides {
+            prune: read(headers, "x-sluice-prune", "on, off", |v| match v {
+                "on" => Some(true),
+                "off" => Some(false),
+                _ => None,
+            })?,
+            compress: read(
+                headers,
+                "x-sluice-compress",
+                "off, safe, aggressive",
+                |v| match v {
+                    "off" => Some(CompressLevel::Off),
+                    "safe" => Some(CompressLevel::Safe),
+                    "aggressive" => Some(CompressLevel::Aggressive),
+                    _ => None,
+                },
+            )?,
+        })
+    }
 }
 
 impl From<ParseError> for IngressError {
@@ -95,7 +152,9 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let limit = self.limit;
         futures_util::future::Either::Right(Box::pin(async move {
+            let overrides = Overrides::from_headers(req.headers())?;
             let (mut parts, body) = req.into_parts();
+            parts.extensions.insert(overrides);
             let bytes = body
                 .collect()
                 .await
@@ -154,6 +213,43 @@ mod tests {
         let resp = send("/v1/files", "not json at all").await;
         let resp = resp.unwrap_or_else(|e| panic!("{e}"));
         assert!(resp.headers().get("parsed-model").is_none());
+    }
+
+    #[test]
+    fn override_headers_are_read_and_checked() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut map = http::HeaderMap::new();
+            for (name, value) in pairs {
+                map.insert(*name, http::HeaderValue::from_static(value));
+            }
+            map
+        };
+        assert_eq!(
+            Overrides::from_headers(&headers(&[])).ok(),
+            Some(Overrides::default())
+        );
+        let read = Overrides::from_headers(&headers(&[
+            ("x-sluice-prune", "ON"),
+            ("x-sluice-compress", "aggressive"),
+        ]));
+        assert_eq!(
+            read.ok(),
+            Some(Overrides {
+                prune: Some(true),
+                compress: Some(CompressLevel::Aggressive)
+            })
+        );
+        for bad in [
+            ("x-sluice-prune", "yes"),
+            ("x-sluice-compress", "max"),
+            ("x-sluice-compress", ""),
+        ] {
+            let error = Overrides::from_headers(&headers(&[bad])).err();
+            assert!(
+                matches!(error, Some(IngressError::InvalidHeader { name, .. }) if name == bad.0),
+                "{bad:?}"
+            );
+        }
     }
 
     #[tokio::test]

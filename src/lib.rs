@@ -17,6 +17,7 @@
 pub mod admin;
 pub mod body;
 pub mod cache;
+pub mod compress;
 pub mod config;
 pub mod edge;
 pub mod error;
@@ -25,8 +26,10 @@ pub mod lifecycle;
 pub mod mock;
 pub mod observe;
 pub mod openai;
+pub mod prune;
 pub mod server;
 pub mod stack;
+pub mod tokens;
 pub mod upstream;
 
 pub use config::Config;

@@ -23,6 +23,11 @@ pub const CACHE_ENTRIES: &str = "sluice_cache_entries";
 pub const CACHE_STORED_BYTES: &str = "sluice_cache_stored_bytes";
 pub const CACHE_EVICTIONS_TOTAL: &str = "sluice_cache_evictions_total";
 pub const CACHE_TOKENS_SAVED_TOTAL: &str = "sluice_cache_tokens_saved_total";
+pub const PRUNE_REQUESTS_TOTAL: &str = "sluice_prune_requests_total";
+pub const PRUNE_TOKENS_REMOVED_TOTAL: &str = "sluice_prune_tokens_removed_total";
+pub const COMPRESS_REQUESTS_TOTAL: &str = "sluice_compress_requests_total";
+pub const COMPRESS_TOKENS_SAVED_TOTAL: &str = "sluice_compress_tokens_saved_total";
+pub const PROMPT_TOKENS_TOTAL: &str = "sluice_prompt_tokens_total";
 
 /// Latency buckets in seconds, from sub-millisecond proxy overhead to long
 /// generations.
@@ -109,6 +114,26 @@ fn describe() {
     describe_counter!(
         CACHE_TOKENS_SAVED_TOTAL,
         "Tokens (the stored answer's usage.total_tokens) not spent upstream thanks to hits."
+    );
+    describe_counter!(
+        PRUNE_REQUESTS_TOTAL,
+        "Requests pruning looked at, by result (pruned, within_budget)."
+    );
+    describe_counter!(
+        PRUNE_TOKENS_REMOVED_TOTAL,
+        "Prompt tokens removed by pruning."
+    );
+    describe_counter!(
+        COMPRESS_REQUESTS_TOTAL,
+        "Requests compression looked at, by level and result (compressed, unchanged)."
+    );
+    describe_counter!(
+        COMPRESS_TOKENS_SAVED_TOTAL,
+        "Prompt tokens removed by compression."
+    );
+    describe_counter!(
+        PROMPT_TOKENS_TOTAL,
+        "Prompt tokens of forwarded requests, by stage (original: as sent by clients; sent: as forwarded)."
     );
     describe_counter!(
         UPSTREAM_ERRORS_TOTAL,

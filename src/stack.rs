@@ -12,6 +12,7 @@ use tower::{Service, ServiceBuilder};
 use crate::admin::AdminLayer;
 use crate::body::Body;
 use crate::cache::CacheLayer;
+use crate::compress::CompressLayer;
 use crate::config::Config;
 use crate::edge::body_limit::BodyLimitLayer;
 use crate::edge::catch_panic::CatchPanicLayer;
@@ -21,6 +22,8 @@ use crate::edge::request_id::RequestIdLayer;
 use crate::edge::timeout::TimeoutLayer;
 use crate::ingress::IngressLayer;
 use crate::lifecycle::Lifecycle;
+use crate::prune::PruneLayer;
+use crate::tokens::{Counter, TokensLayer};
 use crate::upstream::{UpstreamService, Upstreams};
 
 /// What the pipeline takes from the config, by value.
@@ -48,14 +51,22 @@ pub struct Shared {
     pub lifecycle: Arc<Lifecycle>,
     pub load_shed: LoadShedLayer,
     pub cache: CacheLayer,
+    pub prune: PruneLayer,
+    pub compress: CompressLayer,
+    pub tokens: TokensLayer,
 }
 
 impl Shared {
     pub fn new(config: &Config, settings: &Settings, lifecycle: Arc<Lifecycle>) -> Self {
+        // One token count cache for every layer and worker.
+        let counter = Arc::new(Counter::new(config.tokens.fallback_encoding));
         Shared {
             load_shed: LoadShedLayer::new(settings.max_concurrency, lifecycle.clone()),
             lifecycle,
             cache: CacheLayer::new(&config.cache, rewrite_settings(config)),
+            prune: PruneLayer::new(&config.prune, counter.clone()),
+            compress: CompressLayer::new(&config.compress, counter.clone()),
+            tokens: TokensLayer::new(counter),
         }
     }
 }
@@ -65,7 +76,7 @@ impl Shared {
 /// other ones.
 fn rewrite_settings(config: &Config) -> String {
     format!(
-        "prune={:?};compress={:?};",
+        "prune={:?};compress={:?};tokens={};",
         (
             config.prune.enabled,
             config.prune.max_messages,
@@ -76,7 +87,8 @@ fn rewrite_settings(config: &Config) -> String {
             config.compress.level,
             config.compress.max_prompt_tokens,
             config.compress.head_ratio
-        )
+        ),
+        config.tokens.fallback_encoding
     )
 }
 
@@ -122,6 +134,17 @@ pub fn build(
         // Answers repeated understood requests from the cache (hit), records
         // and stores fresh answers (miss); reads and removes Cache-Control.
         .layer(shared.cache)
+        // Cuts conversations to the token budget (`[prune]`, or
+        // `x-sluice-prune: on`): file contents of older turns first, then
+        // whole messages, tool calls with their results, newest and most
+        // relevant kept.
+        .layer(shared.prune)
+        // Shortens prompt texts (`[compress] level`, or `x-sluice-compress`):
+        // whitespace, comments in code, repeated log lines, head and tail.
+        .layer(shared.compress)
+        // Counts the prompt as sent and as forwarded, while the upstream
+        // works, into `x-sluice-prompt-tokens-original` / `-sent`.
+        .layer(shared.tokens)
         // Routes by model, forwards over the upstream's pooled client, and
         // relays the answer as it arrives.
         .service(UpstreamService::new(upstreams, body_limit))
@@ -150,6 +173,9 @@ mod tests {
             "Timeout",
             "Ingress",
             "CacheService",
+            "Prune",
+            "Compress",
+            "Tokens",
             "UpstreamService",
         ];
         let mut rest = type_name;

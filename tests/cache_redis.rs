@@ -35,7 +35,7 @@ async fn send(url: &str, body: &str) -> (u16, String, String) {
 
 fn keys(redis: &RedisServer) -> usize {
     redis
-        .query::<Vec<String>>(&["KEYS", "sluice:v1:*"])
+        .query::<Vec<String>>(&["KEYS", &format!("{}*", sluice::cache::REDIS_PREFIX)])
         .map_or(0, |k| k.len())
 }
 
@@ -57,7 +57,7 @@ async fn two_instances_share_answers_through_redis() {
         .query(&[
             "TTL",
             &redis
-                .query::<Vec<String>>(&["KEYS", "sluice:v1:*"])
+                .query::<Vec<String>>(&["KEYS", &format!("{}*", sluice::cache::REDIS_PREFIX)])
                 .unwrap()[0],
         ])
         .unwrap();

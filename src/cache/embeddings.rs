@@ -21,6 +21,7 @@ use super::{Cache, mark};
 use crate::body::{self, Body};
 use crate::error::Error;
 use crate::openai::ApiRequest;
+use crate::tokens::PromptTokens;
 
 /// Largest embeddings answer read back to split into items; a larger one is
 /// relayed as it is and not stored.
@@ -201,6 +202,7 @@ fn store(cache: &Cache, key: CacheKey, item: &Item, ttl: std::time::Duration) {
             stored_at: std::time::SystemTime::now(),
             ttl,
             tokens: item.tokens,
+            prompt: None,
         },
     );
 }
@@ -248,6 +250,13 @@ fn answer(
         headers.remove(header::CONTENT_LENGTH);
         *response.headers_mut() = headers;
     }
+    // Put together from stored items: the prompt tokens are the items'
+    // (as the upstream counted them), nothing pruned or compressed.
+    PromptTokens {
+        original: tokens,
+        sent: tokens,
+    }
+    .set_headers(response.headers_mut());
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),

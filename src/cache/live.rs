@@ -10,6 +10,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::body::{self, Body, BoxError};
+use crate::tokens::PromptTokens;
 
 #[derive(Debug, Default)]
 struct State {
@@ -24,6 +25,8 @@ pub struct LiveStream {
     state: Mutex<State>,
     /// Bumped on every change, to wake followers.
     changed: watch::Sender<u64>,
+    /// The leader's prompt tokens, for the followers' token headers.
+    prompt: std::sync::OnceLock<PromptTokens>,
 }
 
 impl LiveStream {
@@ -31,7 +34,17 @@ impl LiveStream {
         Arc::new(LiveStream {
             state: Mutex::default(),
             changed: watch::Sender::new(0),
+            prompt: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sets the prompt tokens followers report (the leader's, once).
+    pub fn set_prompt(&self, prompt: PromptTokens) {
+        let _ = self.prompt.set(prompt);
+    }
+
+    pub fn prompt(&self) -> Option<PromptTokens> {
+        self.prompt.get().copied()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

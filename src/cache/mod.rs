@@ -53,6 +53,7 @@ use crate::config::{CacheConfig, CacheScope};
 use crate::error::Error;
 use crate::observe::{CACHE_LOOKUPS_TOTAL, CACHE_REQUESTS_TOTAL, CACHE_TOKENS_SAVED_TOTAL};
 use crate::openai::{ApiRequest, Endpoint};
+use crate::tokens::PromptTokens;
 use coalesce::{FlightGuard, InFlight, Role};
 use directives::Directives;
 use key::{CacheKey, Scope};
@@ -66,7 +67,7 @@ pub static X_SLUICE_CACHE_TIER: HeaderName = HeaderName::from_static("x-sluice-c
 
 /// Redis keys: a versioned prefix, so a change of format never reads old
 /// entries under a new meaning.
-const REDIS_PREFIX: &str = "sluice:v1:";
+pub const REDIS_PREFIX: &str = "sluice:v2:";
 /// Writes to Redis waiting for the writer; beyond this they are dropped.
 const REDIS_WRITE_QUEUE: usize = 10_000;
 
@@ -441,6 +442,10 @@ where
     };
     let (parts, body) = response.into_parts();
     let ttl = directives.ttl.unwrap_or(cache.ttl);
+    let prompt = PromptTokens::from_headers(&parts.headers);
+    if let (Some(publisher), Some(prompt)) = (&publisher, prompt) {
+        publisher.0.set_prompt(prompt);
+    }
     let recorder = Recorder {
         inner: body,
         publisher,
@@ -451,6 +456,7 @@ where
             content_type,
             limit_set,
             wants,
+            prompt,
             buffer: BytesMut::new(),
             _flight: flight,
         }),
@@ -476,6 +482,7 @@ mod tests {
                 stream: false,
                 usage: false,
             },
+            prompt: None,
             buffer: BytesMut::from(body.as_bytes()),
             _flight: None,
         }
@@ -526,6 +533,7 @@ mod tests {
                 stream: false,
                 usage: false,
             },
+            prompt: None,
             buffer: BytesMut::from(&br#"{"usage":{"prompt_tokens":5,"total_tokens":42}}"#[..]),
             _flight: None,
         }

@@ -17,6 +17,7 @@ use super::live::Publisher;
 use super::replay::{Wanted, assemble};
 use super::store::{Entry, RecordedStream};
 use crate::body::{self, Body};
+use crate::tokens::PromptTokens;
 
 pub(super) struct Recording {
     pub(super) cache: Arc<Cache>,
@@ -25,6 +26,8 @@ pub(super) struct Recording {
     pub(super) content_type: HeaderValue,
     pub(super) limit_set: bool,
     pub(super) wants: Wanted,
+    /// The request's prompt tokens, from the answer's headers.
+    pub(super) prompt: Option<PromptTokens>,
     pub(super) buffer: BytesMut,
     /// Followers wait until this recording is stored or abandoned.
     pub(super) _flight: Option<FlightGuard>,
@@ -81,6 +84,7 @@ impl Recording {
                 stored_at: SystemTime::now(),
                 ttl,
                 tokens,
+                prompt: self.prompt,
             },
         );
     }

@@ -41,6 +41,9 @@ impl Wanted {
 /// A follower's answer: the leader's stream, from its first chunk, live.
 pub(super) fn follow(live: &Arc<LiveStream>) -> Response<Body> {
     let mut response = Response::new(live.follow());
+    if let Some(prompt) = live.prompt() {
+        prompt.set_headers(response.headers_mut());
+    }
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/event-stream; charset=utf-8"),
@@ -97,6 +100,9 @@ pub(super) fn hit(entry: &Entry, tier: &'static str, wants: Wanted) -> Option<Re
     headers.insert(header::CONTENT_TYPE, content_type);
     headers.insert(X_SLUICE_CACHE_TIER.clone(), HeaderValue::from_static(tier));
     headers.insert(header::AGE, HeaderValue::from(entry.age()));
+    if let Some(prompt) = entry.prompt {
+        prompt.set_headers(headers);
+    }
     headers.insert(
         crate::upstream::forward::X_SLUICE_ATTEMPTS.clone(),
         HeaderValue::from_static("0"),

@@ -10,6 +10,7 @@ use moka::sync::Cache;
 
 use super::key::CacheKey;
 use crate::observe::{CACHE_ENTRIES, CACHE_EVICTIONS_TOTAL, CACHE_STORED_BYTES};
+use crate::tokens::PromptTokens;
 
 /// One stored answer.
 #[derive(Debug)]
@@ -25,6 +26,9 @@ pub struct Entry {
     /// Tokens the upstream reported for it (`usage.total_tokens`): what each
     /// hit saves.
     pub tokens: u64,
+    /// The request's prompt tokens before and after pruning and compression,
+    /// for the token headers of hits.
+    pub prompt: Option<PromptTokens>,
 }
 
 /// A recorded SSE stream.
@@ -113,6 +117,7 @@ impl MemoryTier {
                 stored_at: entry.stored_at,
                 ttl: remaining,
                 tokens: entry.tokens,
+                prompt: entry.prompt,
             })
         } else {
             entry
@@ -140,6 +145,7 @@ mod tests {
             stored_at: SystemTime::now(),
             ttl,
             tokens: 0,
+            prompt: None,
         }
     }
 
@@ -174,7 +180,7 @@ mod tests {
 pub mod wire {
     use super::*;
 
-    const VERSION: u8 = 1;
+    const VERSION: u8 = 2;
 
     pub fn encode(entry: &Entry) -> Bytes {
         let stream_len = entry.stream.as_ref().map_or(0, |s| s.sse.len());
@@ -187,6 +193,14 @@ pub mod wire {
         out.extend_from_slice(&stored.to_le_bytes());
         out.extend_from_slice(&entry.ttl.as_secs().to_le_bytes());
         out.extend_from_slice(&entry.tokens.to_le_bytes());
+        match entry.prompt {
+            None => out.push(0),
+            Some(prompt) => {
+                out.push(1);
+                out.extend_from_slice(&prompt.original.to_le_bytes());
+                out.extend_from_slice(&prompt.sent.to_le_bytes());
+            }
+        }
         bytes(&mut out, entry.content_type.as_bytes());
         bytes(&mut out, &entry.body);
         match &entry.stream {
@@ -211,6 +225,14 @@ pub mod wire {
         let stored = number(&mut input)?;
         let ttl = number(&mut input)?;
         let tokens = number(&mut input)?;
+        let prompt = match take(&mut input, 1)?.first()? {
+            0 => None,
+            1 => Some(PromptTokens {
+                original: number(&mut input)?,
+                sent: number(&mut input)?,
+            }),
+            _ => return None,
+        };
         let content_type = HeaderValue::from_maybe_shared(chunk(&mut input)?).ok()?;
         let body = chunk(&mut input)?;
         let stream = match take(&mut input, 1)?.first()? {
@@ -228,6 +250,7 @@ pub mod wire {
             stored_at: SystemTime::UNIX_EPOCH + Duration::from_secs(stored),
             ttl: Duration::from_secs(ttl),
             tokens,
+            prompt,
         })
     }
 
@@ -261,6 +284,10 @@ pub mod wire {
                 stored_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
                 ttl: Duration::from_secs(3600),
                 tokens: 42,
+                prompt: Some(PromptTokens {
+                    original: 900,
+                    sent: 300,
+                }),
             };
             let back = decode(encode(&entry)).unwrap_or_else(|| panic!("no decode"));
             assert_eq!(back.body, entry.body);
@@ -268,6 +295,7 @@ pub mod wire {
             assert_eq!(back.stored_at, entry.stored_at);
             assert_eq!(back.ttl, entry.ttl);
             assert_eq!(back.tokens, 42);
+            assert_eq!(back.prompt, entry.prompt);
             assert!(back.stream.is_some_and(|s| {
                 s.usage
                     && s.sse

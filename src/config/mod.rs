@@ -44,6 +44,7 @@ pub struct Config {
     pub cache: CacheConfig,
     pub prune: PruneConfig,
     pub compress: CompressConfig,
+    pub tokens: TokensConfig,
     pub rate_limit: RateLimitConfig,
     pub sessions: SessionsConfig,
     pub auth: AuthConfig,
@@ -59,6 +60,7 @@ impl Default for Config {
             cache: CacheConfig::default(),
             prune: PruneConfig::default(),
             compress: CompressConfig::default(),
+            tokens: TokensConfig::default(),
             rate_limit: RateLimitConfig::default(),
             sessions: SessionsConfig::default(),
             auth: AuthConfig::default(),
@@ -351,6 +353,14 @@ impl Default for CompressConfig {
     }
 }
 
+/// `[tokens]`: token counting.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokensConfig {
+    /// Encoding for models OpenAI does not make (`"o200k_base"` or `"cl100k_base"`).
+    pub fallback_encoding: crate::tokens::Encoding,
+}
+
 /// `[rate_limit]`: per client key limits; none when unset.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -489,6 +499,7 @@ impl Config {
         render_section(&mut out, "[cache]", &self.cache, &[]);
         render_section(&mut out, "[prune]", &self.prune, &[]);
         render_section(&mut out, "[compress]", &self.compress, &[]);
+        render_section(&mut out, "[tokens]", &self.tokens, &[]);
         let rate_limit = &self.rate_limit;
         let unset = [
             (

@@ -1,6 +1,7 @@
 //! Wire formats of the OpenAI-compatible API that sluice understands.
 
 pub mod chat_stream;
+pub mod content;
 pub mod endpoint;
 pub mod error;
 pub mod other_streams;

@@ -131,7 +131,13 @@ impl ApiRequest {
         key: &str,
         value: &impl serde::Serialize,
     ) -> Result<(), serde_json::Error> {
-        let value = Bytes::from(serde_json::to_vec(value)?);
+        self.set_raw(key, Bytes::from(serde_json::to_vec(value)?));
+        Ok(())
+    }
+
+    /// Sets (or adds, at the end) a top-level field to JSON text the caller
+    /// built (it must be one valid JSON value).
+    pub fn set_raw(&mut self, key: &str, value: Bytes) {
         match self.fields.iter_mut().rev().find(|f| f.key == key) {
             Some(field) => field.value = value,
             None => self.fields.push(Field {
@@ -140,7 +146,6 @@ impl ApiRequest {
             }),
         }
         self.after_change(key);
-        Ok(())
     }
 
     /// Removes a top-level field (every occurrence).
@@ -164,6 +169,19 @@ impl ApiRequest {
             }
             _ => {}
         }
+    }
+
+    /// Length of the body [`to_bytes`](Self::to_bytes) would give (for a
+    /// rewritten one, at most a few bytes more), without building it.
+    pub fn body_len(&self) -> usize {
+        if !self.modified {
+            return self.original.len();
+        }
+        2 + self
+            .fields
+            .iter()
+            .map(|f| f.key.len() + f.value.len() + 4)
+            .sum::<usize>()
     }
 
     /// Whether a layer has rewritten the body.

@@ -20,7 +20,7 @@
 //! let tier = RedisTier::start(RedisOptions {
 //!     url: "redis://127.0.0.1:6379".into(),
 //!     timeout: Duration::from_millis(50),
-//!     prefix: "sluice:v1:".into(),
+//!     prefix: "sluice:v2:".into(),
 //!     queue: 10_000,
 //! })?;
 //! tier.put(key.clone(), answer, Duration::from_secs(3600));
@@ -58,7 +58,7 @@ pub struct RedisOptions {
     pub url: String,
     /// `redis_timeout`: bound of every lookup and of the probe.
     pub timeout: Duration,
-    /// Prepended to every key, e.g. `sluice:v1:`.
+    /// Prepended to every key, e.g. `sluice:v2:`.
     pub prefix: String,
     /// Writes waiting for the writer; more are dropped.
     pub queue: usize,

@@ -1,0 +1,394 @@
+//! Compression: prompt texts shortened without changing what they say.
+//!
+//! `[compress] level`, or the request's `x-sluice-compress`:
+//! - `safe` (the default): [`text::safe`] on every text of the prompt
+//!   (messages, Responses instructions and input, completion prompts):
+//!   trailing whitespace, runs of blank lines, CRLF, never inside fenced
+//!   code, never leading indentation;
+//! - `aggressive`: [`text::aggressive`] (comments and blank lines out of
+//!   fenced code of known languages, repeated log lines collapsed), and any
+//!   single text past `max_prompt_tokens` cut to its head (`head_ratio`)
+//!   and tail with a marker saying how many tokens were left out;
+//! - `off`: the bytes sent upstream are the client's bytes.
+//!
+//! Only messages that change are re-serialized; the others keep their
+//! exact JSON text. Large requests are compressed on the blocking pool.
+
+pub mod text;
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::future::{BoxFuture, Either};
+use http::{Request, Response};
+use serde_json::Value;
+use tower::{Layer, Service};
+
+use crate::body::Body;
+use crate::config::{CompressConfig, CompressLevel};
+use crate::error::Error;
+use crate::ingress::Overrides;
+use crate::observe::COMPRESS_REQUESTS_TOTAL;
+use crate::openai::{ApiRequest, Endpoint, content};
+use crate::tokens::layer::inline;
+use crate::tokens::{Counter, Encoding, Original, head_tail, prompt};
+
+/// What one compression works with.
+#[derive(Debug, Clone)]
+pub struct Compressor {
+    level: CompressLevel,
+    max_prompt_tokens: u64,
+    head_ratio: f64,
+    counter: Arc<Counter>,
+}
+
+impl Compressor {
+    pub fn new(config: &CompressConfig, counter: Arc<Counter>) -> Compressor {
+        Compressor {
+            level: config.level,
+            max_prompt_tokens: config.max_prompt_tokens as u64,
+            head_ratio: config.head_ratio,
+            counter,
+        }
+    }
+
+    /// `api` compressed at `level`; `None` when nothing changed.
+    pub fn run(&self, api: &ApiRequest, level: CompressLevel) -> Option<ApiRequest> {
+        if level == CompressLevel::Off {
+            return None;
+        }
+        let encoding = self.counter.encoding(api.model());
+        let texts = |text: &str| self.text(level, encoding, text, None);
+        let item_texts =
+            |text: &str, language: Option<&str>| self.text(level, encoding, text, language);
+        let mut request = api.clone();
+        let mut changed = false;
+        match api.endpoint() {
+            Endpoint::ChatCompletions => {
+                if let Some(messages) = api.raw("messages").and_then(|raw| items(raw, &item_texts))
+                {
+                    request.set_raw("messages", messages);
+                    changed = true;
+                }
+            }
+            Endpoint::Responses => {
+                if let Some(Ok(instructions)) = api.get::<String>("instructions")
+                    && let Some(new) = texts(&instructions)
+                {
+                    changed |= request.set("instructions", &new).is_ok();
+                }
+                match api.get::<Value>("input").and_then(Result::ok) {
+                    Some(Value::String(input)) => {
+                        if let Some(new) = texts(&input) {
+                            changed |= request.set("input", &new).is_ok();
+                        }
+                    }
+                    Some(Value::Array(_)) => {
+                        if let Some(input) =
+                            api.raw("input").and_then(|raw| items(raw, &item_texts))
+                        {
+                            request.set_raw("input", input);
+                            changed = true;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Endpoint::Completions => match api.get::<Value>("prompt").and_then(Result::ok) {
+                Some(Value::String(prompt)) => {
+                    if let Some(new) = texts(&prompt) {
+                        changed |= request.set("prompt", &new).is_ok();
+                    }
+                }
+                Some(Value::Array(mut prompts)) => {
+                    let mut any = false;
+                    for prompt in &mut prompts {
+                        if let Value::String(text) = prompt
+                            && let Some(new) = texts(text)
+                        {
+                            *text = new;
+                            any = true;
+                        }
+                    }
+                    if any {
+                        changed |= request.set("prompt", &prompts).is_ok();
+                    }
+                }
+                _ => {}
+            },
+            Endpoint::Embeddings | Endpoint::Other => {}
+        }
+        changed.then_some(request)
+    }
+
+    /// One text compressed; `None` when unchanged. `language`: the text is
+    /// a source file in that language (a tool's output).
+    fn text(
+        &self,
+        level: CompressLevel,
+        encoding: Encoding,
+        original: &str,
+        language: Option<&str>,
+    ) -> Option<String> {
+        let compressed = match (level, language) {
+            (CompressLevel::Off, _) => return None,
+            (CompressLevel::Safe, _) => return changed(original, text::safe(original)),
+            (CompressLevel::Aggressive, Some(language)) => text::code(language, original),
+            (CompressLevel::Aggressive, None) => text::aggressive(original),
+        };
+        // A token is at least one byte: shorter texts cannot be too long.
+        if compressed.len() as u64 > self.max_prompt_tokens
+            && self.counter.text(encoding, &compressed) > self.max_prompt_tokens
+        {
+            let cut = head_tail(
+                encoding,
+                &compressed,
+                self.max_prompt_tokens,
+                self.head_ratio,
+            );
+            return Some(cut.into_owned());
+        }
+        changed(original, compressed)
+    }
+}
+
+/// `new` when it differs from `original` (a borrowed result is a prefix of
+/// the original: it differs when shorter).
+fn changed(original: &str, new: Cow<'_, str>) -> Option<String> {
+    (new.len() != original.len() || matches!(new, Cow::Owned(_))).then(|| new.into_owned())
+}
+
+/// A JSON array of messages or items with their texts compressed; `None`
+/// when none changed. Unchanged items keep their exact JSON text. A tool
+/// result whose call named a source file is compressed as that file's
+/// language (`language` of the path).
+fn items(raw: &[u8], texts: &dyn Fn(&str, Option<&str>) -> Option<String>) -> Option<Bytes> {
+    let items = prompt::items(raw);
+    let mut out: Vec<Cow<'_, str>> = Vec::with_capacity(items.len());
+    let mut changed = false;
+    // Call id -> the language of the file its arguments name.
+    let mut languages: HashMap<String, &'static str> = HashMap::new();
+    for item in &items {
+        let Ok(mut value) = serde_json::from_str::<Value>(item.get()) else {
+            out.push(Cow::Borrowed(item.get()));
+            continue;
+        };
+        remember_calls(&value, &mut languages);
+        let result_of = value
+            .get("tool_call_id")
+            .or_else(|| {
+                (value.get("type").and_then(Value::as_str) == Some("function_call_output"))
+                    .then(|| value.get("call_id"))
+                    .flatten()
+            })
+            .and_then(Value::as_str);
+        let language = result_of.and_then(|id| languages.get(id).copied());
+        if content::rewrite_texts(&mut value, &mut |t| texts(t, language)) {
+            changed = true;
+            out.push(Cow::Owned(value.to_string()));
+        } else {
+            out.push(Cow::Borrowed(item.get()));
+        }
+    }
+    changed.then(|| Bytes::from(content::json_array(&out)))
+}
+
+/// Notes the language of the file each tool call of `item` names.
+fn remember_calls(item: &Value, languages: &mut HashMap<String, &'static str>) {
+    let mut note = |id: Option<&Value>, arguments: Option<&Value>| {
+        let (Some(id), Some(arguments)) = (
+            id.and_then(Value::as_str),
+            arguments.and_then(Value::as_str),
+        ) else {
+            return;
+        };
+        if let Some(language) = serde_json::from_str::<Value>(arguments)
+            .ok()
+            .as_ref()
+            .and_then(path_argument)
+            .and_then(language)
+        {
+            languages.insert(id.to_owned(), language);
+        }
+    };
+    for call in item
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        note(
+            call.get("id"),
+            call.get("function").and_then(|f| f.get("arguments")),
+        );
+    }
+    if item.get("type").and_then(Value::as_str) == Some("function_call") {
+        note(item.get("call_id"), item.get("arguments"));
+    }
+}
+
+/// The file path among a tool call's arguments.
+fn path_argument(arguments: &Value) -> Option<&str> {
+    const KEYS: [&str; 6] = [
+        "path",
+        "file_path",
+        "filepath",
+        "file",
+        "filename",
+        "target_file",
+    ];
+    let object = arguments.as_object()?;
+    KEYS.iter()
+        .find_map(|k| object.get(*k).and_then(Value::as_str))
+}
+
+/// The fence tag for a source file's path, by its name or extension.
+fn language(path: &str) -> Option<&'static str> {
+    let name = path
+        .rsplit(['/', '\\'])
+        .next()
+        .unwrap_or(path)
+        .to_ascii_lowercase();
+    if name == "dockerfile" || name.starts_with("dockerfile.") {
+        return Some("dockerfile");
+    }
+    if matches!(name.as_str(), "makefile" | "gnumakefile") {
+        return Some("makefile");
+    }
+    let extension = name.rsplit_once('.')?.1;
+    Some(match extension {
+        "rs" => "rust",
+        "c" | "h" => "c",
+        "cc" | "cpp" | "cxx" | "hh" | "hpp" | "hxx" => "cpp",
+        "m" | "mm" => "objc",
+        "java" => "java",
+        "kt" | "kts" => "kotlin",
+        "scala" | "sc" => "scala",
+        "swift" => "swift",
+        "go" => "go",
+        "js" | "mjs" | "cjs" | "jsx" => "js",
+        "ts" | "mts" | "cts" | "tsx" => "ts",
+        "cs" => "csharp",
+        "php" => "php",
+        "css" => "css",
+        "scss" => "scss",
+        "less" => "less",
+        "py" | "pyi" => "python",
+        "rb" => "ruby",
+        "sh" | "bash" | "zsh" => "sh",
+        "yaml" | "yml" => "yaml",
+        "toml" => "toml",
+        "pl" | "pm" => "perl",
+        "r" => "r",
+        "sql" => "sql",
+        "lua" => "lua",
+        "hs" => "haskell",
+        "mk" => "makefile",
+        _ => return None,
+    })
+}
+
+#[derive(Debug, Clone)]
+pub struct CompressLayer {
+    compressor: Compressor,
+}
+
+impl CompressLayer {
+    pub fn new(config: &CompressConfig, counter: Arc<Counter>) -> CompressLayer {
+        CompressLayer {
+            compressor: Compressor::new(config, counter),
+        }
+    }
+}
+
+impl<S> Layer<S> for CompressLayer {
+    type Service = Compress<S>;
+    fn layer(&self, inner: S) -> Compress<S> {
+        Compress {
+            inner,
+            compressor: self.compressor.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Compress<S> {
+    inner: S,
+    compressor: Compressor,
+}
+
+impl<S> Service<Request<Body>> for Compress<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Error> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Error;
+    type Future = Either<S::Future, BoxFuture<'static, Result<Response<Body>, Error>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        let level = req
+            .extensions()
+            .get::<Overrides>()
+            .and_then(|o| o.compress)
+            .unwrap_or(self.compressor.level);
+        let Some(api) = req.extensions().get::<ApiRequest>() else {
+            return Either::Left(self.inner.call(req));
+        };
+        if level == CompressLevel::Off
+            || !matches!(
+                api.endpoint(),
+                Endpoint::ChatCompletions | Endpoint::Responses | Endpoint::Completions
+            )
+        {
+            return Either::Left(self.inner.call(req));
+        }
+        if inline(&self.compressor.counter, api) {
+            let compressed = self.compressor.run(api, level);
+            apply(&mut req, level, compressed);
+            return Either::Left(self.inner.call(req));
+        }
+        let api = api.clone();
+        let compressor = self.compressor.clone();
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Either::Right(Box::pin(async move {
+            let compressed = tokio::task::spawn_blocking(move || compressor.run(&api, level))
+                .await
+                .map_err(|_| crate::edge::EdgeError::Panic)?;
+            apply(&mut req, level, compressed);
+            inner.call(req).await
+        }))
+    }
+}
+
+/// Puts a compressed request in place of the one in `req`, keeping the
+/// original for the token headers.
+fn apply(req: &mut Request<Body>, level: CompressLevel, compressed: Option<ApiRequest>) {
+    let level = match level {
+        CompressLevel::Off => "off",
+        CompressLevel::Safe => "safe",
+        CompressLevel::Aggressive => "aggressive",
+    };
+    let Some(compressed) = compressed else {
+        metrics::counter!(COMPRESS_REQUESTS_TOTAL, "level" => level, "result" => "unchanged")
+            .increment(1);
+        return;
+    };
+    metrics::counter!(COMPRESS_REQUESTS_TOTAL, "level" => level, "result" => "compressed")
+        .increment(1);
+    let extensions = req.extensions_mut();
+    if let Some(previous) = extensions.insert(compressed) {
+        Original::keep(extensions, &previous, None);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,283 @@
+//! Pruning: conversations cut to a token budget before they go upstream.
+//!
+//! Off unless `[prune] enabled` or the request's `x-sluice-prune: on`.
+//! Chat `messages` and Responses `input` items are pruned by
+//! [`conversation::prune`] to `max_context_tokens` and `max_messages`;
+//! a completion `prompt` (each one, in a batch) past `max_context_tokens`
+//! is cut to its head and tail. The budget counts messages as the upstream
+//! does, with their per-message overhead, reply priming, and Responses
+//! `instructions`; tool definitions cannot be pruned and are not counted
+//! against it. Embeddings are left alone.
+//!
+//! A pruned request leaves its original (and its token count) in
+//! [`Original`] for the token headers. Large requests are pruned on the
+//! blocking pool, never on the async workers.
+
+pub mod conversation;
+pub mod files;
+pub mod relevance;
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::future::{BoxFuture, Either};
+use http::{Request, Response};
+use tower::{Layer, Service};
+
+use crate::body::Body;
+use crate::config::PruneConfig;
+use crate::error::Error;
+use crate::ingress::Overrides;
+use crate::observe::{PRUNE_REQUESTS_TOTAL, PRUNE_TOKENS_REMOVED_TOTAL};
+use crate::openai::{ApiRequest, Endpoint};
+use crate::tokens::layer::inline;
+use crate::tokens::{Counter, Original, head_tail, prompt};
+pub use conversation::Budget;
+
+/// Share of a cut prompt kept from its start.
+const HEAD_RATIO: f64 = 0.6;
+
+#[derive(Debug, Clone)]
+pub struct PruneLayer {
+    enabled: bool,
+    budget: Budget,
+    counter: Arc<Counter>,
+}
+
+impl PruneLayer {
+    pub fn new(config: &PruneConfig, counter: Arc<Counter>) -> PruneLayer {
+        PruneLayer {
+            enabled: config.enabled,
+            budget: Budget {
+                max_tokens: config.max_context_tokens as u64,
+                max_messages: config.max_messages,
+                keep_file_content_turns: config.keep_file_content_turns,
+            },
+            counter,
+        }
+    }
+}
+
+impl<S> Layer<S> for PruneLayer {
+    type Service = Prune<S>;
+    fn layer(&self, inner: S) -> Prune<S> {
+        Prune {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Prune<S> {
+    inner: S,
+    layer: PruneLayer,
+}
+
+impl<S> Service<Request<Body>> for Prune<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Error> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Error;
+    type Future = Either<S::Future, BoxFuture<'static, Result<Response<Body>, Error>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        let on = req
+            .extensions()
+            .get::<Overrides>()
+            .and_then(|o| o.prune)
+            .unwrap_or(self.layer.enabled);
+        let prunable = req.extensions().get::<ApiRequest>().is_some_and(|api| {
+            matches!(
+                api.endpoint(),
+                Endpoint::ChatCompletions | Endpoint::Responses | Endpoint::Completions
+            )
+        });
+        if !on || !prunable {
+            return Either::Left(self.inner.call(req));
+        }
+        let Some(api) = req.extensions_mut().remove::<ApiRequest>() else {
+            return Either::Left(self.inner.call(req));
+        };
+        let layer = self.layer.clone();
+        if inline(&layer.counter, &api) {
+            apply(&mut req, run(&layer, &api));
+            return Either::Left(self.inner.call(req));
+        }
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Either::Right(Box::pin(async move {
+            let outcome = tokio::task::spawn_blocking(move || run(&layer, &api))
+                .await
+                .map_err(|_| crate::edge::EdgeError::Panic)?;
+            apply(&mut req, outcome);
+            inner.call(req).await
+        }))
+    }
+}
+
+/// What pruning did to a request.
+#[derive(Debug)]
+pub struct Outcome {
+    pub original: ApiRequest,
+    /// The pruned request, when anything changed.
+    pub pruned: Option<ApiRequest>,
+    /// Prompt tokens before (as the token headers count them) and after.
+    pub before: u64,
+    pub after: u64,
+    pub messages_before: usize,
+    pub messages_after: usize,
+}
+
+/// Prunes `api` to the layer's budget.
+pub fn run(layer: &PruneLayer, api: &ApiRequest) -> Outcome {
+    let counter = &layer.counter;
+    let encoding = counter.encoding(api.model());
+    let before = prompt::request(counter, api);
+    let unchanged = Outcome {
+        original: api.clone(),
+        pruned: None,
+        before,
+        after: before,
+        messages_before: 0,
+        messages_after: 0,
+    };
+    let budget = &layer.budget;
+    let (field, fixed) = match api.endpoint() {
+        Endpoint::ChatCompletions => ("messages", 0),
+        Endpoint::Responses => {
+            let instructions = api
+                .get::<String>("instructions")
+                .and_then(Result::ok)
+                .map_or(0, |text| {
+                    3 + encoding.count("system") + counter.text(encoding, &text)
+                });
+            ("input", instructions)
+        }
+        Endpoint::Completions => return prune_prompt(layer, api, unchanged),
+        _ => return unchanged,
+    };
+    let Some(raw) = api.raw(field) else {
+        return unchanged;
+    };
+    if raw.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'[') {
+        // A Responses `input` string: one user message.
+        let Ok(text) = serde_json::from_slice::<String>(raw) else {
+            return unchanged;
+        };
+        let room = budget.max_tokens.saturating_sub(fixed + 3 + 4 + 3).max(64);
+        return match head_tail(encoding, &text, room, HEAD_RATIO) {
+            std::borrow::Cow::Borrowed(_) => unchanged,
+            std::borrow::Cow::Owned(cut) => rewritten(counter, api, field, &cut, unchanged),
+        };
+    }
+    let items = prompt::items(raw);
+    let Some(pruned) = conversation::prune(counter, encoding, &items, fixed, budget) else {
+        return unchanged;
+    };
+    let mut request = api.clone();
+    request.set_raw(field, Bytes::from(pruned.to_json()));
+    let after = prompt::request(counter, &request);
+    Outcome {
+        messages_before: pruned.messages_before,
+        messages_after: pruned.items.len(),
+        pruned: Some(request),
+        after,
+        ..unchanged
+    }
+}
+
+/// A completion `prompt` (or each of a batch) cut to the budget.
+fn prune_prompt(layer: &PruneLayer, api: &ApiRequest, unchanged: Outcome) -> Outcome {
+    let encoding = layer.counter.encoding(api.model());
+    let max = layer.budget.max_tokens;
+    let cut = |text: &str| head_tail(encoding, text, max, HEAD_RATIO).into_owned();
+    let prompt = match api.get::<serde_json::Value>("prompt").and_then(Result::ok) {
+        Some(serde_json::Value::String(text)) if encoding.count(&text) > max => {
+            serde_json::Value::String(cut(&text))
+        }
+        Some(serde_json::Value::Array(prompts))
+            if prompts
+                .iter()
+                .any(|p| p.as_str().is_some_and(|t| encoding.count(t) > max)) =>
+        {
+            serde_json::Value::Array(
+                prompts
+                    .into_iter()
+                    .map(|p| match p {
+                        serde_json::Value::String(t) => serde_json::Value::String(cut(&t)),
+                        other => other,
+                    })
+                    .collect(),
+            )
+        }
+        _ => return unchanged,
+    };
+    rewritten(&layer.counter, api, "prompt", &prompt, unchanged)
+}
+
+fn rewritten(
+    counter: &Counter,
+    api: &ApiRequest,
+    field: &str,
+    value: &impl serde::Serialize,
+    unchanged: Outcome,
+) -> Outcome {
+    let mut request = api.clone();
+    if request.set(field, value).is_err() {
+        return unchanged;
+    }
+    let after = prompt::request(counter, &request);
+    Outcome {
+        pruned: Some(request),
+        after,
+        messages_before: 1,
+        messages_after: 1,
+        ..unchanged
+    }
+}
+
+/// Puts the (pruned) request back, keeping the original for the token
+/// headers, and reports.
+fn apply(req: &mut Request<Body>, outcome: Outcome) {
+    let endpoint = outcome.original.endpoint().label();
+    let Outcome {
+        original,
+        pruned,
+        before,
+        after,
+        messages_before,
+        messages_after,
+    } = outcome;
+    let extensions = req.extensions_mut();
+    Original::keep(extensions, &original, Some(before));
+    match pruned {
+        Some(pruned) => {
+            tracing::debug!(
+                endpoint,
+                messages_before,
+                messages_after,
+                tokens_before = before,
+                tokens_after = after,
+                "pruned"
+            );
+            metrics::counter!(PRUNE_REQUESTS_TOTAL, "result" => "pruned").increment(1);
+            metrics::counter!(PRUNE_TOKENS_REMOVED_TOTAL).increment(before.saturating_sub(after));
+            if let Some(kept) = extensions.get_mut::<Original>() {
+                kept.pruned = Some(after);
+            }
+            extensions.insert(pruned);
+        }
+        None => {
+            metrics::counter!(PRUNE_REQUESTS_TOTAL, "result" => "within_budget").increment(1);
+            extensions.insert(original);
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! Token counting with OpenAI's encodings.
+//!
+//! The model name picks the encoding ([`Encoding::for_model`]): `o200k_base`
+//! for the gpt-4o, gpt-4.1, gpt-4.5, gpt-5 and o-series families,
+//! `cl100k_base` for gpt-4, gpt-3.5 and the ada / 3-small / 3-large
+//! embeddings, and the configured fallback (`[tokens] fallback_encoding`)
+//! for anything else, such as the open models behind vLLM or Ollama.
+//!
+//! Counting uses `bpe-openai`, whose byte-pair encoder gives tiktoken's
+//! exact counts in time linear in the input (tiktoken's own merge loop is
+//! quadratic on long runs without whitespace, which would let a client stall
+//! a worker with one request; `benches/tokens.rs` measures both). Each
+//! encoding is loaded once, on first use, and shared by every worker.
+//!
+//! A [`Counter`] adds a bounded count cache keyed by a hash of the counted
+//! text (or of a message's JSON text), so a conversation that resends its
+//! history pays only for its new messages. How a whole prompt is counted
+//! (messages, names, tool calls, tool definitions) is in [`prompt`].
+//!
+//! ```
+//! use sluice::tokens::{Counter, Encoding};
+//! let counter = Counter::new(Encoding::O200kBase);
+//! let encoding = counter.encoding(Some("gpt-4o-mini"));
+//! assert_eq!(encoding, Encoding::O200kBase);
+//! assert_eq!(counter.text(encoding, "Hello, world!"), 4);
+//! ```
+
+pub mod layer;
+pub mod prompt;
+pub mod truncate;
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use http::HeaderMap;
+use http::header::{HeaderName, HeaderValue};
+use serde::{Deserialize, Serialize};
+
+pub use layer::{Original, TokensLayer};
+pub use truncate::head_tail;
+
+pub static X_SLUICE_PROMPT_TOKENS_ORIGINAL: HeaderName =
+    HeaderName::from_static("x-sluice-prompt-tokens-original");
+pub static X_SLUICE_PROMPT_TOKENS_SENT: HeaderName =
+    HeaderName::from_static("x-sluice-prompt-tokens-sent");
+
+/// Texts shorter than this are counted directly: hashing and a cache lookup
+/// would cost about as much as counting them.
+const CACHED_MIN_BYTES: usize = 256;
+/// Counts kept in the cache (each a 16-byte hash and a number).
+const CACHE_ENTRIES: u64 = 100_000;
+
+/// Which encodings have been loaded, by `Encoding as usize`.
+static LOADED: [AtomicBool; 2] = [AtomicBool::new(false), AtomicBool::new(false)];
+
+/// One of OpenAI's byte-pair encodings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum Encoding {
+    #[default]
+    #[serde(rename = "o200k_base")]
+    O200kBase,
+    #[serde(rename = "cl100k_base")]
+    Cl100kBase,
+}
+
+impl Encoding {
+    /// The encoding OpenAI uses for `model`; `fallback` for models it does
+    /// not make. Fine-tuned names (`ft:gpt-4o-mini:org::id`) count as their
+    /// base model; Azure's `gpt-35-turbo` as `gpt-3.5-turbo`.
+    pub fn for_model(model: &str, fallback: Encoding) -> Encoding {
+        let model = model.strip_prefix("ft:").unwrap_or(model);
+        // Newest families first: "gpt-4o" and "gpt-4.1" also start with "gpt-4".
+        const O200K: [&str; 10] = [
+            "gpt-4o",
+            "gpt-4.1",
+            "gpt-4.5",
+            "gpt-5",
+            "chatgpt-4o",
+            "gpt-oss",
+            "o1",
+            "o3",
+            "o4",
+            "codex-",
+        ];
+        const CL100K: [&str; 6] = [
+            "gpt-4",
+            "gpt-3.5",
+            "gpt-35",
+            "text-embedding-",
+            "davinci-002",
+            "babbage-002",
+        ];
+        if O200K.iter().any(|p| model.starts_with(p)) {
+            Encoding::O200kBase
+        } else if CL100K.iter().any(|p| model.starts_with(p)) {
+            Encoding::Cl100kBase
+        } else {
+            fallback
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Encoding::O200kBase => "o200k_base",
+            Encoding::Cl100kBase => "cl100k_base",
+        }
+    }
+
+    /// The shared tokenizer, loaded on first use (tens of milliseconds:
+    /// callers on an async worker check [`Encoding::is_loaded`] first).
+    pub fn tokenizer(self) -> &'static bpe_openai::Tokenizer {
+        let tokenizer = match self {
+            Encoding::O200kBase => bpe_openai::o200k_base(),
+            Encoding::Cl100kBase => bpe_openai::cl100k_base(),
+        };
+        LOADED[self as usize].store(true, Ordering::Release);
+        tokenizer
+    }
+
+    /// Whether the tokenizer is loaded: counting with it now is quick.
+    pub fn is_loaded(self) -> bool {
+        LOADED[self as usize].load(Ordering::Acquire)
+    }
+
+    /// Tokens in `text`, counted now (no cache).
+    pub fn count(self, text: &str) -> u64 {
+        self.tokenizer().count(text) as u64
+    }
+}
+
+impl fmt::Display for Encoding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Token counts with a shared, bounded cache of counts already made.
+#[derive(Clone)]
+pub struct Counter {
+    fallback: Encoding,
+    cache: moka::sync::Cache<u128, u32>,
+}
+
+impl fmt::Debug for Counter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Counter")
+            .field("fallback", &self.fallback)
+            .field("cached", &self.cache.entry_count())
+            .finish()
+    }
+}
+
+impl Counter {
+    pub fn new(fallback: Encoding) -> Counter {
+        Counter {
+            fallback,
+            cache: moka::sync::Cache::builder()
+                .max_capacity(CACHE_ENTRIES)
+                .build(),
+        }
+    }
+
+    /// The encoding for a request's model (the fallback without one).
+    pub fn encoding(&self, model: Option<&str>) -> Encoding {
+        model.map_or(self.fallback, |m| Encoding::for_model(m, self.fallback))
+    }
+
+    /// Tokens in `text`; texts seen before (by content) are not counted again.
+    pub fn text(&self, encoding: Encoding, text: &str) -> u64 {
+        if text.len() < CACHED_MIN_BYTES {
+            return encoding.count(text);
+        }
+        self.cached(encoding, b't', text.as_bytes(), || encoding.count(text))
+    }
+
+    /// A count of `bytes` made by `count`, cached under the hash of
+    /// (encoding, kind, bytes): `kind` separates what was counted the same
+    /// bytes in different ways (a text, a message's JSON, …).
+    pub fn cached(
+        &self,
+        encoding: Encoding,
+        kind: u8,
+        bytes: &[u8],
+        count: impl FnOnce() -> u64,
+    ) -> u64 {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&[encoding as u8, kind]);
+        hasher.update(bytes);
+        let hash = hasher.finalize();
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&hash.as_bytes()[..16]);
+        let key = u128::from_le_bytes(key);
+        if let Some(count) = self.cache.get(&key) {
+            return u64::from(count);
+        }
+        let counted = count();
+        self.cache
+            .insert(key, u32::try_from(counted).unwrap_or(u32::MAX));
+        counted
+    }
+}
+
+/// Prompt tokens before and after pruning and compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PromptTokens {
+    pub original: u64,
+    pub sent: u64,
+}
+
+impl PromptTokens {
+    /// Sets `x-sluice-prompt-tokens-original` and `-sent`.
+    pub fn set_headers(self, headers: &mut HeaderMap) {
+        headers.insert(
+            X_SLUICE_PROMPT_TOKENS_ORIGINAL.clone(),
+            HeaderValue::from(self.original),
+        );
+        headers.insert(
+            X_SLUICE_PROMPT_TOKENS_SENT.clone(),
+            HeaderValue::from(self.sent),
+        );
+    }
+
+    /// The counts a response carries in its headers, if it does.
+    pub fn from_headers(headers: &HeaderMap) -> Option<PromptTokens> {
+        let read = |name: &HeaderName| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+        };
+        Some(PromptTokens {
+            original: read(&X_SLUICE_PROMPT_TOKENS_ORIGINAL)?,
+            sent: read(&X_SLUICE_PROMPT_TOKENS_SENT)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn models_pick_their_encoding() {
+        let fallback = Encoding::Cl100kBase;
+        for model in [
+            "gpt-4o",
+            "gpt-4o-mini-2024-07-18",
+            "gpt-4.1-nano",
+            "gpt-5",
+            "o1-mini",
+            "o3",
+            "o4-mini",
+            "chatgpt-4o-latest",
+            "ft:gpt-4o-mini:acme::abc123",
+        ] {
+            assert_eq!(
+                Encoding::for_model(model, fallback),
+                Encoding::O200kBase,
+                "{model}"
+            );
+        }
+        for model in [
+            "gpt-4",
+            "gpt-4-turbo",
+            "gpt-3.5-turbo-0125",
+            "gpt-35-turbo",
+            "text-embedding-3-small",
+            "text-embedding-ada-002",
+        ] {
+            assert_eq!(
+                Encoding::for_model(model, Encoding::O200kBase),
+                Encoding::Cl100kBase,
+                "{model}"
+            );
+        }
+        assert_eq!(
+            Encoding::for_model("llama-3.1-8b", Encoding::Cl100kBase),
+            Encoding::Cl100kBase
+        );
+        assert_eq!(
+            Encoding::for_model("qwen2.5", Encoding::O200kBase),
+            Encoding::O200kBase
+        );
+    }
+
+    #[test]
+    fn counts_are_cached_by_content() {
+        let counter = Counter::new(Encoding::O200kBase);
+        let text = "the quick brown fox ".repeat(50);
+        let direct = Encoding::O200kBase.count(&text);
+        assert_eq!(counter.text(Encoding::O200kBase, &text), direct);
+        counter.cache.run_pending_tasks();
+        assert_eq!(counter.cache.entry_count(), 1);
+        assert_eq!(counter.text(Encoding::O200kBase, &text), direct);
+        counter.cache.run_pending_tasks();
+        assert_eq!(counter.cache.entry_count(), 1);
+        // Another encoding is another count.
+        let cl = counter.text(Encoding::Cl100kBase, &text);
+        assert_eq!(cl, Encoding::Cl100kBase.count(&text));
+        counter.cache.run_pending_tasks();
+        assert_eq!(counter.cache.entry_count(), 2);
+    }
+
+    #[test]
+    fn headers_round_trip() {
+        let mut headers = HeaderMap::new();
+        let counts = PromptTokens {
+            original: 52_000,
+            sent: 3_990,
+        };
+        counts.set_headers(&mut headers);
+        assert_eq!(headers[&X_SLUICE_PROMPT_TOKENS_ORIGINAL], "52000");
+        assert_eq!(PromptTokens::from_headers(&headers), Some(counts));
+        assert_eq!(PromptTokens::from_headers(&HeaderMap::new()), None);
+    }
+}
