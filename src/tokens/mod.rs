@@ -29,11 +29,13 @@ pub mod layer;
 pub mod prompt;
 pub mod truncate;
 
+use std::cell::RefCell;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::HeaderMap;
 use http::header::{HeaderName, HeaderValue};
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 pub use layer::{Original, TokensLayer};
@@ -45,10 +47,21 @@ pub static X_SLUICE_PROMPT_TOKENS_SENT: HeaderName =
     HeaderName::from_static("x-sluice-prompt-tokens-sent");
 
 /// Texts shorter than this are counted directly: hashing and a cache lookup
-/// would cost about as much as counting them.
-const CACHED_MIN_BYTES: usize = 256;
+/// would cost about as much as counting them (counting runs at roughly
+/// 15-30 MB/s; a lookup costs about a microsecond).
+const CACHED_MIN_BYTES: usize = 32;
 /// Counts kept in the cache (each a 16-byte hash and a number).
 const CACHE_ENTRIES: u64 = 100_000;
+
+/// Pieces up to this long have their counts kept per thread.
+const CACHED_PIECE_BYTES: usize = 24;
+/// Piece counts kept per thread and encoding (about 40 bytes each); the
+/// table starts over when full.
+const PIECES_PER_THREAD: usize = 50_000;
+
+thread_local! {
+    static PIECES: RefCell<[FxHashMap<Box<[u8]>, u32>; 2]> = RefCell::default();
+}
 
 /// Which encodings have been loaded, by `Encoding as usize`.
 static LOADED: [AtomicBool; 2] = [AtomicBool::new(false), AtomicBool::new(false)];
@@ -122,9 +135,37 @@ impl Encoding {
         LOADED[self as usize].load(Ordering::Acquire)
     }
 
-    /// Tokens in `text`, counted now (no cache).
+    /// Tokens in `text`, counted now.
+    ///
+    /// The encoder splits a text into pieces (words, runs of digits or
+    /// punctuation, whitespace) and encodes each on its own, so the count
+    /// of a text is the sum of its pieces' counts. Short pieces repeat a lot
+    /// (words, identifiers): their counts are kept per thread, which about
+    /// doubles the speed on prose and code.
     pub fn count(self, text: &str) -> u64 {
-        self.tokenizer().count(text) as u64
+        let tokenizer = self.tokenizer();
+        PIECES.with(|pieces| {
+            let mut pieces = pieces.borrow_mut();
+            let known = &mut pieces[self as usize];
+            if known.len() >= PIECES_PER_THREAD {
+                known.clear();
+            }
+            tokenizer
+                .split(text)
+                .map(|piece| {
+                    let bytes = piece.as_bytes();
+                    if bytes.len() > CACHED_PIECE_BYTES {
+                        return tokenizer.bpe.count(bytes) as u64;
+                    }
+                    if let Some(&count) = known.get(bytes) {
+                        return u64::from(count);
+                    }
+                    let count = tokenizer.bpe.count(bytes);
+                    known.insert(bytes.into(), count as u32);
+                    count as u64
+                })
+                .sum()
+        })
     }
 }
 
@@ -299,6 +340,19 @@ mod tests {
         assert_eq!(cl, Encoding::Cl100kBase.count(&text));
         counter.cache.run_pending_tasks();
         assert_eq!(counter.cache.entry_count(), 2);
+    }
+
+    #[test]
+    fn piece_counts_add_up_to_the_encoders_count() {
+        let text = "fn main() { println!(\"héllo, wörld 12345\"); }\n\n   \t  x".repeat(50)
+            + &"a".repeat(5000)
+            + "中文 emoji 🎉 <|endoftext|>";
+        for encoding in [Encoding::O200kBase, Encoding::Cl100kBase] {
+            let expected = encoding.tokenizer().count(text.as_str()) as u64;
+            // Twice: the second time from the piece table.
+            assert_eq!(encoding.count(&text), expected);
+            assert_eq!(encoding.count(&text), expected);
+        }
     }
 
     #[test]
