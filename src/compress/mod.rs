@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use futures_util::future::{BoxFuture, Either};
+use futures_util::future::Either;
 use http::{Request, Response};
 use serde_json::Value;
 use tower::{Layer, Service};
@@ -33,7 +33,7 @@ use crate::error::Error;
 use crate::ingress::Overrides;
 use crate::observe::COMPRESS_REQUESTS_TOTAL;
 use crate::openai::{ApiRequest, Endpoint, content};
-use crate::tokens::layer::inline;
+use crate::tokens::layer::{Rewritten, inline, rewrite};
 use crate::tokens::{Counter, Encoding, Original, head_tail, prompt};
 
 /// What one compression works with.
@@ -327,13 +327,13 @@ where
 {
     type Response = Response<Body>;
     type Error = Error;
-    type Future = Either<S::Future, BoxFuture<'static, Result<Response<Body>, Error>>>;
+    type Future = Rewritten<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
         let level = req
             .extensions()
             .get::<Overrides>()
@@ -350,22 +350,16 @@ where
         {
             return Either::Left(self.inner.call(req));
         }
-        if inline(&self.compressor.counter, api) {
-            let compressed = self.compressor.run(api, level);
-            apply(&mut req, level, compressed);
-            return Either::Left(self.inner.call(req));
-        }
+        let cheap = inline(&self.compressor.counter, api);
         let api = api.clone();
         let compressor = self.compressor.clone();
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        Either::Right(Box::pin(async move {
-            let compressed = tokio::task::spawn_blocking(move || compressor.run(&api, level))
-                .await
-                .map_err(|_| crate::edge::EdgeError::Panic)?;
-            apply(&mut req, level, compressed);
-            inner.call(req).await
-        }))
+        rewrite(
+            &mut self.inner,
+            req,
+            cheap,
+            move || compressor.run(&api, level),
+            move |req, compressed| apply(req, level, compressed),
+        )
     }
 }
 

@@ -285,6 +285,30 @@ mod tests {
     }
 
     #[test]
+    fn long_pasted_texts_in_user_messages_go_with_what_the_question_names() {
+        let doc: String = (0..120)
+            .map(|i| format!("Section {i}: the proxy keeps option_{i} at its default.\n"))
+            .collect();
+        let item = json!({"role": "user", "content": format!("Here is the manual:\n{doc}")});
+        let terms = terms("what is option_77's default?");
+        let stripped = strip(&item, None, &terms).unwrap_or_default();
+        let text = stripped["content"].as_str().unwrap_or_default();
+        assert!(
+            text.starts_with(
+                "[sluice removed 121 lines: pasted text; first line: Here is the manual:"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("79: Section 77: the proxy keeps option_77 at its default."),
+            "{text}"
+        );
+        // An assistant's long answer is not pasted text.
+        let answer = json!({"role": "assistant", "content": doc});
+        assert!(strip(&answer, None, &terms).is_none());
+    }
+
+    #[test]
     fn long_fences_go_short_ones_and_prose_stay() {
         let text = format!(
             "Here is src/cache/store.rs:\n```rust\n{}```\nand a snippet:\n```\nx = 1\n```\nThoughts?",

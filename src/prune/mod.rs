@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use futures_util::future::{BoxFuture, Either};
+use futures_util::future::Either;
 use http::{Request, Response};
 use tower::{Layer, Service};
 
@@ -31,7 +31,7 @@ use crate::error::Error;
 use crate::ingress::Overrides;
 use crate::observe::{PRUNE_REQUESTS_TOTAL, PRUNE_TOKENS_REMOVED_TOTAL};
 use crate::openai::{ApiRequest, Endpoint};
-use crate::tokens::layer::inline;
+use crate::tokens::layer::{Rewritten, inline, rewrite};
 use crate::tokens::{Counter, Original, head_tail, prompt};
 pub use conversation::Budget;
 
@@ -82,7 +82,7 @@ where
 {
     type Response = Response<Body>;
     type Error = Error;
-    type Future = Either<S::Future, BoxFuture<'static, Result<Response<Body>, Error>>>;
+    type Future = Rewritten<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.inner.poll_ready(cx)
@@ -107,19 +107,14 @@ where
             return Either::Left(self.inner.call(req));
         };
         let layer = self.layer.clone();
-        if inline(&layer.counter, &api) {
-            apply(&mut req, run(&layer, &api));
-            return Either::Left(self.inner.call(req));
-        }
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        Either::Right(Box::pin(async move {
-            let outcome = tokio::task::spawn_blocking(move || run(&layer, &api))
-                .await
-                .map_err(|_| crate::edge::EdgeError::Panic)?;
-            apply(&mut req, outcome);
-            inner.call(req).await
-        }))
+        let cheap = inline(&layer.counter, &api);
+        rewrite(
+            &mut self.inner,
+            req,
+            cheap,
+            move || run(&layer, &api),
+            apply,
+        )
     }
 }
 

@@ -55,6 +55,42 @@ pub fn inline(counter: &Counter, api: &ApiRequest) -> bool {
     api.body_len() <= BLOCKING_BYTES && counter.encoding(api.model()).is_loaded()
 }
 
+/// The future of a rewriting layer's call: the inner service's own when
+/// the rewrite ran inline, else the rewrite on the blocking pool then it.
+pub type Rewritten<F> =
+    futures_util::future::Either<F, BoxFuture<'static, Result<Response<Body>, Error>>>;
+
+/// Runs `work` (a rewrite of `req`'s body) on this thread when `inline`,
+/// else on the blocking pool; `apply` puts its result into `req`, which then
+/// goes to `inner`. For the rewriting layers (pruning, compression).
+pub fn rewrite<S, T>(
+    inner: &mut S,
+    mut req: Request<Body>,
+    inline: bool,
+    work: impl FnOnce() -> T + Send + 'static,
+    apply: impl FnOnce(&mut Request<Body>, T) + Send + 'static,
+) -> Rewritten<S::Future>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Error> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    T: Send + 'static,
+{
+    if inline {
+        apply(&mut req, work());
+        return futures_util::future::Either::Left(inner.call(req));
+    }
+    // The ready service is the one to call; leave a fresh clone behind.
+    let clone = inner.clone();
+    let mut inner = std::mem::replace(inner, clone);
+    futures_util::future::Either::Right(Box::pin(async move {
+        let done = tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|_| crate::edge::EdgeError::Panic)?;
+        apply(&mut req, done);
+        inner.call(req).await
+    }))
+}
+
 /// Counts `api` now, on this thread when [`inline`], else on the blocking
 /// pool.
 pub async fn count(counter: &Arc<Counter>, api: &ApiRequest) -> u64 {
