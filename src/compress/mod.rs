@@ -24,6 +24,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures_util::future::Either;
 use http::{Request, Response};
+use serde::Deserialize;
 use serde_json::Value;
 use tower::{Layer, Service};
 
@@ -34,6 +35,7 @@ use crate::ingress::Overrides;
 use crate::observe::COMPRESS_REQUESTS_TOTAL;
 use crate::openai::{ApiRequest, Endpoint, content};
 use crate::tokens::layer::{Rewritten, inline, rewrite};
+use crate::tokens::prompt::Content;
 use crate::tokens::{Counter, Encoding, Original, head_tail, prompt};
 
 /// What one compression works with.
@@ -172,20 +174,21 @@ fn items(raw: &[u8], texts: &dyn Fn(&str, Option<&str>) -> Option<String>) -> Op
     // Call id -> the language of the file its arguments name.
     let mut languages: HashMap<String, &'static str> = HashMap::new();
     for item in &items {
+        // Read without building a tree: most messages have nothing to change.
+        let Ok(fields) = serde_json::from_str::<Fields<'_>>(item.get()) else {
+            out.push(Cow::Borrowed(item.get()));
+            continue;
+        };
+        fields.remember_calls(&mut languages);
+        let language = fields.result_of().and_then(|id| languages.get(id).copied());
+        if !fields.texts().any(|t| texts(t, language).is_some()) {
+            out.push(Cow::Borrowed(item.get()));
+            continue;
+        }
         let Ok(mut value) = serde_json::from_str::<Value>(item.get()) else {
             out.push(Cow::Borrowed(item.get()));
             continue;
         };
-        remember_calls(&value, &mut languages);
-        let result_of = value
-            .get("tool_call_id")
-            .or_else(|| {
-                (value.get("type").and_then(Value::as_str) == Some("function_call_output"))
-                    .then(|| value.get("call_id"))
-                    .flatten()
-            })
-            .and_then(Value::as_str);
-        let language = result_of.and_then(|id| languages.get(id).copied());
         if content::rewrite_texts(&mut value, &mut |t| texts(t, language)) {
             changed = true;
             out.push(Cow::Owned(value.to_string()));
@@ -196,37 +199,87 @@ fn items(raw: &[u8], texts: &dyn Fn(&str, Option<&str>) -> Option<String>) -> Op
     changed.then(|| Bytes::from(content::json_array(&out)))
 }
 
-/// Notes the language of the file each tool call of `item` names.
-fn remember_calls(item: &Value, languages: &mut HashMap<String, &'static str>) {
-    let mut note = |id: Option<&Value>, arguments: Option<&Value>| {
-        let (Some(id), Some(arguments)) = (
-            id.and_then(Value::as_str),
-            arguments.and_then(Value::as_str),
-        ) else {
-            return;
-        };
-        if let Some(language) = serde_json::from_str::<Value>(arguments)
-            .ok()
-            .as_ref()
-            .and_then(path_argument)
-            .and_then(language)
-        {
-            languages.insert(id.to_owned(), language);
-        }
-    };
-    for call in item
-        .get("tool_calls")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        note(
-            call.get("id"),
-            call.get("function").and_then(|f| f.get("arguments")),
-        );
+/// The fields of a message or item compression looks at, borrowed.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Fields<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    tool_call_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    call_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    arguments: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    tool_calls: Option<Vec<ToolCall<'a>>>,
+    #[serde(borrow)]
+    content: Option<Content<'a>>,
+    #[serde(borrow)]
+    output: Option<Content<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ToolCall<'a> {
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    function: Option<Function<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Function<'a> {
+    #[serde(borrow)]
+    arguments: Option<Cow<'a, str>>,
+}
+
+impl Fields<'_> {
+    /// The call id this item answers, for a tool result.
+    fn result_of(&self) -> Option<&str> {
+        self.tool_call_id.as_deref().or_else(|| {
+            (self.kind.as_deref() == Some("function_call_output"))
+                .then_some(self.call_id.as_deref())
+                .flatten()
+        })
     }
-    if item.get("type").and_then(Value::as_str) == Some("function_call") {
-        note(item.get("call_id"), item.get("arguments"));
+
+    /// The texts [`content::rewrite_texts`] would visit.
+    fn texts(&self) -> impl Iterator<Item = &str> {
+        [&self.content, &self.output]
+            .into_iter()
+            .flatten()
+            .flat_map(|content| match content {
+                Content::Text(text) => vec![text.as_ref()],
+                Content::Parts(parts) => parts.iter().filter_map(|p| p.text()).collect(),
+                Content::Other(_) => Vec::new(),
+            })
+    }
+
+    /// Notes the language of the file each tool call of this item names.
+    fn remember_calls(&self, languages: &mut HashMap<String, &'static str>) {
+        let calls = self.tool_calls.iter().flatten().map(|c| {
+            (
+                c.id.as_deref(),
+                c.function.as_ref().and_then(|f| f.arguments.as_deref()),
+            )
+        });
+        let function_call = (self.kind.as_deref() == Some("function_call"))
+            .then_some((self.call_id.as_deref(), self.arguments.as_deref()));
+        for (id, arguments) in calls.chain(function_call) {
+            let (Some(id), Some(arguments)) = (id, arguments) else {
+                continue;
+            };
+            if let Some(language) = serde_json::from_str::<Value>(arguments)
+                .ok()
+                .as_ref()
+                .and_then(path_argument)
+                .and_then(language)
+            {
+                languages.insert(id.to_owned(), language);
+            }
+        }
     }
 }
 
