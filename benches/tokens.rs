@@ -1,5 +1,8 @@
 //! Token counting: `tiktoken-rs` (a port of OpenAI's tiktoken) against `bpe-openai`
-//! (exact, linear-time BPE), for the `o200k_base` and `cl100k_base` encodings.
+//! (exact, linear-time BPE) and sluice's own compact encoder (`sluice::tokens::Bpe`,
+//! and `Encoding::count`, the same with sluice's per-thread table of short piece
+//! counts, warm after the first pass), for the `o200k_base` and `cl100k_base`
+//! encodings.
 //!
 //! Inputs:
 //! - `repo-100k`: ~100 KiB of this repository's own files (README.md,
@@ -35,6 +38,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use sluice::tokens::Encoding;
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * KIB;
@@ -144,21 +148,26 @@ fn tokens(c: &mut Criterion) {
             "o200k_base",
             tiktoken_rs::o200k_base().unwrap(),
             bpe_openai::o200k_base(),
+            Encoding::O200kBase,
         ),
         (
             "cl100k_base",
             tiktoken_rs::cl100k_base().unwrap(),
             bpe_openai::cl100k_base(),
+            Encoding::Cl100kBase,
         ),
     ];
     // Build the lazily initialised bpe-openai tables before anything is timed.
-    for (_, _, bpe) in &encodings {
+    for (_, _, bpe, sluice) in &encodings {
         black_box(bpe.count("warm up"));
+        black_box(sluice.count("warm up"));
     }
 
-    for (encoding, tiktoken, bpe) in &encodings {
+    for (encoding, tiktoken, bpe, sluice) in &encodings {
         let tiktoken_count = |text: &str| tiktoken.encode_ordinary(text).len();
         let bpe_count = |text: &str| bpe.count(text);
+        let sluice_count = |text: &str| sluice.tokenizer().count(text);
+        let sluice_cached = |text: &str| sluice.count(text) as usize;
         for (name, text) in &inputs {
             let text = text.as_str();
             let (tiktoken_n, tiktoken_once) = one_shot(tiktoken_count, text);
@@ -172,6 +181,11 @@ fn tokens(c: &mut Criterion) {
                 tiktoken_n, bpe_n,
                 "{encoding}/{name}: tiktoken-rs and bpe-openai disagree"
             );
+            let (sluice_n, sluice_once) = one_shot(sluice_count, text);
+            println!(
+                "exactness {encoding}/{name}: sluice {sluice_n} tokens (one shot {sluice_once:.2?})"
+            );
+            assert_eq!(tiktoken_n, sluice_n, "{encoding}/{name}: sluice disagrees");
 
             let mut group = c.benchmark_group(format!("{encoding}/{name}"));
             group.throughput(Throughput::Bytes(text.len() as u64));
@@ -206,6 +220,10 @@ fn tokens(c: &mut Criterion) {
                     mib_per_s(text, bpe_once),
                 );
             }
+            group.bench_function("sluice", |b| b.iter(|| sluice_count(black_box(text))));
+            group.bench_function("sluice-piece-table", |b| {
+                b.iter(|| sluice_cached(black_box(text)))
+            });
             group.finish();
         }
     }

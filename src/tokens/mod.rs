@@ -6,11 +6,12 @@
 //! embeddings, and the configured fallback (`[tokens] fallback_encoding`)
 //! for anything else, such as the open models behind vLLM or Ollama.
 //!
-//! Counting uses `bpe-openai`, whose byte-pair encoder gives tiktoken's
-//! exact counts in time linear in the input (tiktoken's own merge loop is
-//! quadratic on long runs without whitespace, which would let a client stall
-//! a worker with one request; `benches/tokens.rs` measures both). Each
-//! encoding is loaded once, on first use, and shared by every worker.
+//! Counting uses sluice's own compact byte-pair encoder ([`bpe`]): tiktoken's
+//! pre-tokenizer and merge order, so tiktoken's exact counts, with the ranks
+//! in a few megabytes (the `bpe-openai` crate, as fast on prose, holds tens
+//! of megabytes per encoding; `benches/tokens.rs` compares them with
+//! tiktoken-rs). Long pieces merge in O(n log n). Each encoding is loaded
+//! once, on first use, and shared by every worker.
 //!
 //! A [`Counter`] adds a bounded count cache keyed by a hash of the counted
 //! text (or of a message's JSON text), so a conversation that resends its
@@ -25,12 +26,14 @@
 //! assert_eq!(counter.text(encoding, "Hello, world!"), 4);
 //! ```
 
+pub mod bpe;
 pub mod layer;
 pub mod prompt;
 pub mod truncate;
 
 use std::cell::RefCell;
 use std::fmt;
+use std::sync::LazyLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::HeaderMap;
@@ -38,6 +41,7 @@ use http::header::{HeaderName, HeaderValue};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
+pub use bpe::Bpe;
 pub use layer::{Original, TokensLayer};
 pub use truncate::head_tail;
 
@@ -53,6 +57,8 @@ const CACHED_MIN_BYTES: usize = 32;
 /// Counts kept in the cache (each a 16-byte hash and a number).
 const CACHE_ENTRIES: u64 = 100_000;
 
+/// Pieces longer than this are counted in chunks (see [`count_piece`]).
+pub const MAX_PIECE_BYTES: usize = 64 * 1024;
 /// Pieces up to this long have their counts kept per thread.
 const CACHED_PIECE_BYTES: usize = 24;
 /// Piece counts kept per thread and encoding (about 40 bytes each); the
@@ -121,10 +127,12 @@ impl Encoding {
 
     /// The shared tokenizer, loaded on first use (tens of milliseconds:
     /// callers on an async worker check [`Encoding::is_loaded`] first).
-    pub fn tokenizer(self) -> &'static bpe_openai::Tokenizer {
-        let tokenizer = match self {
-            Encoding::O200kBase => bpe_openai::o200k_base(),
-            Encoding::Cl100kBase => bpe_openai::cl100k_base(),
+    pub fn tokenizer(self) -> &'static Bpe {
+        static O200K: LazyLock<Bpe> = LazyLock::new(Bpe::o200k_base);
+        static CL100K: LazyLock<Bpe> = LazyLock::new(Bpe::cl100k_base);
+        let tokenizer: &'static Bpe = match self {
+            Encoding::O200kBase => &O200K,
+            Encoding::Cl100kBase => &CL100K,
         };
         LOADED[self as usize].store(true, Ordering::Release);
         tokenizer
@@ -155,18 +163,39 @@ impl Encoding {
                 .map(|piece| {
                     let bytes = piece.as_bytes();
                     if bytes.len() > CACHED_PIECE_BYTES {
-                        return tokenizer.bpe.count(bytes) as u64;
+                        return count_piece(tokenizer, piece);
                     }
                     if let Some(&count) = known.get(bytes) {
                         return u64::from(count);
                     }
-                    let count = tokenizer.bpe.count(bytes);
+                    let count = tokenizer.count_piece(bytes);
                     known.insert(bytes.into(), count as u32);
                     count as u64
                 })
                 .sum()
         })
     }
+}
+
+/// Tokens of one piece. A piece longer than [`MAX_PIECE_BYTES`] (a run
+/// with no whitespace or change of character class, such as a base64 blob or
+/// adversarial input) is counted in chunks of that size: within a token per
+/// chunk of the exact count, in bounded time and memory.
+pub fn count_piece(tokenizer: &Bpe, piece: &str) -> u64 {
+    if piece.len() <= MAX_PIECE_BYTES {
+        return tokenizer.count_piece(piece.as_bytes()) as u64;
+    }
+    let mut total = 0;
+    let mut from = 0;
+    while from < piece.len() {
+        let mut to = (from + MAX_PIECE_BYTES).min(piece.len());
+        while !piece.is_char_boundary(to) {
+            to += 1;
+        }
+        total += tokenizer.count_piece(&piece.as_bytes()[from..to]) as u64;
+        from = to;
+    }
+    total
 }
 
 impl fmt::Display for Encoding {
@@ -352,6 +381,17 @@ mod tests {
             // Twice: the second time from the piece table.
             assert_eq!(encoding.count(&text), expected);
             assert_eq!(encoding.count(&text), expected);
+        }
+    }
+
+    #[test]
+    fn giant_pieces_are_counted_in_chunks_close_to_exact() {
+        let text = "ab".repeat(100_000);
+        for encoding in [Encoding::O200kBase, Encoding::Cl100kBase] {
+            let exact = encoding.tokenizer().count(&text) as u64;
+            let chunked = encoding.count(&text);
+            let chunks = (text.len() / MAX_PIECE_BYTES + 1) as u64;
+            assert!(chunked.abs_diff(exact) <= chunks, "{chunked} vs {exact}");
         }
     }
 

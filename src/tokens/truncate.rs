@@ -22,7 +22,7 @@ pub fn head_tail(encoding: Encoding, text: &str, max_tokens: u64, head_ratio: f6
     let mut at = 0usize;
     for piece in tokenizer.split(text) {
         bounds.push((at, total));
-        let count = tokenizer.bpe.count(piece.as_bytes()) as u64;
+        let count = super::count_piece(tokenizer, piece);
         if piece.len() > GIANT_PIECE_BYTES {
             // One piece of many tokens (a run without spaces): boundaries
             // inside it too, by the tokens of its chunks.
@@ -30,7 +30,7 @@ pub fn head_tail(encoding: Encoding, text: &str, max_tokens: u64, head_ratio: f6
             let mut from = 0;
             while from < piece.len() {
                 let to = char_boundary(piece, from + CHUNK_BYTES);
-                inside += tokenizer.bpe.count(&piece.as_bytes()[from..to]) as u64;
+                inside += tokenizer.count_piece(&piece.as_bytes()[from..to]) as u64;
                 if to < piece.len() {
                     bounds.push((at + to, total + inside.min(count)));
                 }
