@@ -62,6 +62,15 @@ impl Compressor {
         if level == CompressLevel::Off {
             return None;
         }
+        let prompt_fields = ["messages", "input", "instructions", "prompt"];
+        if level == CompressLevel::Safe
+            && !prompt_fields
+                .iter()
+                .filter_map(|field| api.raw(field))
+                .any(safe_may_change)
+        {
+            return None;
+        }
         let encoding = self.counter.encoding(api.model());
         let texts = |text: &str| self.text(level, encoding, text, None);
         let item_texts =
@@ -155,6 +164,34 @@ impl Compressor {
         }
         changed(original, compressed)
     }
+}
+
+/// Whether `safe` could change a text inside this JSON: a cheap scan of the
+/// JSON text, so most prompts skip reading their messages. It may say yes
+/// for nothing (then the texts are looked at); it never says no when `safe`
+/// would change something. `safe` changes only carriage returns, spaces or
+/// tabs at the end of a line or of the text, and runs of blank lines; in
+/// JSON text those show as `\r`, a space or `\t` before `\n` or before
+/// a string's closing quote, three `\n` in a row, or a `\u` escape (which
+/// can spell any of them).
+fn safe_may_change(json: &[u8]) -> bool {
+    use memchr::memmem;
+    const SIGNS: [&[u8]; 5] = [b"\\r", b" \\n", b"\\t\\n", b"\\n\\n\\n", b"\\u"];
+    if SIGNS.iter().any(|sign| memmem::find(json, sign).is_some()) {
+        return true;
+    }
+    // A space or tab closing a string: `␠"` or `\t"` followed by what
+    // follows a value (`,` `}` `]` `:` or whitespace).
+    let closes = |at: usize| {
+        json.get(at + 1).is_none_or(|next| {
+            matches!(
+                next,
+                b',' | b'}' | b']' | b':' | b' ' | b'\n' | b'\r' | b'\t'
+            )
+        })
+    };
+    memmem::find_iter(json, b" \"").any(|i| closes(i + 1))
+        || memmem::find_iter(json, b"\\t\"").any(|i| closes(i + 2))
 }
 
 /// `new` when it differs from `original` (a borrowed result is a prefix of

@@ -134,3 +134,39 @@ fn languages_by_path() {
         assert_eq!(language(path), tag, "{path}");
     }
 }
+
+#[test]
+fn the_safe_prefilter_never_misses_a_change() {
+    let texts = [
+        "plain",
+        "a \n b",
+        "a\t\nb",
+        "a\r\nb",
+        "end ",
+        "end\t",
+        "a\n\n\nb",
+        "a\n \n\nb",
+        "\u{a0}x",
+        "ok\n\nok",
+        "x  ",
+        " lead",
+        "in \"quotes \" here",
+    ];
+    for text in texts {
+        for json in [
+            json!({"model": "m", "messages": [{"role": "user", "content": text}]}).to_string(),
+            serde_json::to_string_pretty(
+                &json!({"messages": [{"content": [{"type": "text", "text": text}]}]}),
+            )
+            .unwrap_or_default(),
+        ] {
+            let changes = text::safe(text).len() != text.len();
+            if changes {
+                assert!(safe_may_change(json.as_bytes()), "{text:?} in {json}");
+            }
+        }
+    }
+    // Compact JSON of clean texts: no scan needed.
+    let clean = json!({"messages": [{"role": "user", "content": "tidy\n\ntext"}]}).to_string();
+    assert!(!safe_may_change(clean.as_bytes()));
+}
