@@ -147,22 +147,14 @@ pub fn run(layer: &PruneLayer, api: &ApiRequest) -> Outcome {
     let budget = &layer.budget;
     let (field, fixed) = match api.endpoint() {
         Endpoint::ChatCompletions => ("messages", 0),
-        Endpoint::Responses => {
-            let instructions = api
-                .get::<String>("instructions")
-                .and_then(Result::ok)
-                .map_or(0, |text| {
-                    3 + encoding.count("system") + counter.text(encoding, &text)
-                });
-            ("input", instructions)
-        }
+        Endpoint::Responses => ("input", prompt::instructions(counter, encoding, api)),
         Endpoint::Completions => return prune_prompt(layer, api, unchanged),
         _ => return unchanged,
     };
     let Some(raw) = api.raw(field) else {
         return unchanged;
     };
-    if raw.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'[') {
+    if prompt::first_byte(raw) != Some(b'[') {
         // A Responses `input` string: one user message.
         let Ok(text) = serde_json::from_slice::<String>(raw) else {
             return unchanged;
@@ -179,7 +171,9 @@ pub fn run(layer: &PruneLayer, api: &ApiRequest) -> Outcome {
     };
     let mut request = api.clone();
     request.set_raw(field, Bytes::from(pruned.to_json()));
-    let after = prompt::request(counter, &request);
+    // Only the list changed: what else the prompt holds (tool definitions)
+    // counts the same as before, so no second count of the whole request.
+    let after = before.saturating_sub(pruned.before) + pruned.after;
     Outcome {
         messages_before: pruned.messages_before,
         messages_after: pruned.items.len(),
@@ -273,6 +267,51 @@ fn apply(req: &mut Request<Body>, outcome: Outcome) {
         None => {
             metrics::counter!(PRUNE_REQUESTS_TOTAL, "result" => "within_budget").increment(1);
             extensions.insert(original);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_count_after_pruning_is_the_count_of_what_is_sent() {
+        let layer = PruneLayer::new(
+            &PruneConfig {
+                enabled: true,
+                max_context_tokens: 300,
+                ..PruneConfig::default()
+            },
+            Arc::new(Counter::new(crate::tokens::Encoding::O200kBase)),
+        );
+        let mut messages = vec![json!({"role": "system", "content": "Be brief."})];
+        for i in 0..30 {
+            messages
+                .push(json!({"role": "user", "content": format!("question {i} about the proxy")}));
+            messages.push(
+                json!({"role": "assistant", "content": format!("answer {i} about the cache")}),
+            );
+        }
+        let tool = json!({"type": "function", "function": {"name": "read_file", "description": "Reads a file.",
+            "parameters": {"type": "object", "properties": {"path": {"type": "string", "description": "The path."}}}}});
+        for (endpoint, body) in [
+            (
+                Endpoint::ChatCompletions,
+                json!({"model": "gpt-4o", "messages": messages, "tools": [tool]}),
+            ),
+            (
+                Endpoint::Responses,
+                json!({"model": "gpt-4.1", "instructions": "Be careful.", "input": messages[1..]}),
+            ),
+        ] {
+            let api = ApiRequest::parse(endpoint, Bytes::from(body.to_string()))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let outcome = run(&layer, &api);
+            let pruned = outcome.pruned.unwrap_or_else(|| panic!("not pruned"));
+            assert_eq!(outcome.after, prompt::request(&layer.counter, &pruned));
+            assert!(outcome.after < outcome.before);
         }
     }
 }

@@ -185,17 +185,27 @@ pub fn count_piece(tokenizer: &Bpe, piece: &str) -> u64 {
     if piece.len() <= MAX_PIECE_BYTES {
         return tokenizer.count_piece(piece.as_bytes()) as u64;
     }
-    let mut total = 0;
+    chunks(piece, MAX_PIECE_BYTES)
+        .map(|chunk| tokenizer.count_piece(chunk.as_bytes()) as u64)
+        .sum()
+}
+
+/// `text` in consecutive chunks of about `size` bytes, each ending on a char
+/// boundary (so a chunk may be a few bytes longer).
+pub fn chunks(text: &str, size: usize) -> impl Iterator<Item = &str> {
     let mut from = 0;
-    while from < piece.len() {
-        let mut to = (from + MAX_PIECE_BYTES).min(piece.len());
-        while !piece.is_char_boundary(to) {
+    std::iter::from_fn(move || {
+        if from >= text.len() {
+            return None;
+        }
+        let mut to = (from + size.max(1)).min(text.len());
+        while !text.is_char_boundary(to) {
             to += 1;
         }
-        total += tokenizer.count_piece(&piece.as_bytes()[from..to]) as u64;
+        let chunk = &text[from..to];
         from = to;
-    }
-    total
+        Some(chunk)
+    })
 }
 
 impl fmt::Display for Encoding {

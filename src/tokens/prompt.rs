@@ -58,12 +58,7 @@ pub fn request(counter: &Counter, api: &ApiRequest) -> u64 {
             messages + REPLY_PRIMING + api.raw("tools").map_or(0, |t| tools(counter, encoding, t))
         }
         Endpoint::Responses => {
-            let instructions = api
-                .get::<String>("instructions")
-                .and_then(Result::ok)
-                .map_or(0, |text| {
-                    PER_MESSAGE + encoding.count("system") + counter.text(encoding, &text)
-                });
+            let instructions = instructions(counter, encoding, api);
             let input = api.raw("input").map_or(0, |raw| match first_byte(raw) {
                 Some(b'[') => items(raw)
                     .iter()
@@ -88,7 +83,17 @@ pub fn request(counter: &Counter, api: &ApiRequest) -> u64 {
     }
 }
 
-fn first_byte(raw: &[u8]) -> Option<u8> {
+/// Responses `instructions`, counted as a system message (0 without).
+pub fn instructions(counter: &Counter, encoding: Encoding, api: &ApiRequest) -> u64 {
+    api.get::<String>("instructions")
+        .and_then(Result::ok)
+        .map_or(0, |text| {
+            PER_MESSAGE + encoding.count("system") + counter.text(encoding, &text)
+        })
+}
+
+/// The first byte of a JSON text that is not whitespace.
+pub fn first_byte(raw: &[u8]) -> Option<u8> {
     raw.iter().copied().find(|b| !b.is_ascii_whitespace())
 }
 

@@ -27,14 +27,13 @@ pub fn head_tail(encoding: Encoding, text: &str, max_tokens: u64, head_ratio: f6
             // One piece of many tokens (a run without spaces): boundaries
             // inside it too, by the tokens of its chunks.
             let mut inside = 0u64;
-            let mut from = 0;
-            while from < piece.len() {
-                let to = char_boundary(piece, from + CHUNK_BYTES);
-                inside += tokenizer.count_piece(&piece.as_bytes()[from..to]) as u64;
+            let mut to = 0;
+            for chunk in super::chunks(piece, CHUNK_BYTES) {
+                inside += tokenizer.count_piece(chunk.as_bytes()) as u64;
+                to += chunk.len();
                 if to < piece.len() {
                     bounds.push((at + to, total + inside.min(count)));
                 }
-                from = to;
             }
         }
         total += count;
@@ -69,14 +68,6 @@ pub fn head_tail(encoding: Encoding, text: &str, max_tokens: u64, head_ratio: f6
         }
         slack += counted - max_tokens;
     }
-}
-
-/// The first char boundary of `text` at or after `at` (or its end).
-fn char_boundary(text: &str, mut at: usize) -> usize {
-    while at < text.len() && !text.is_char_boundary(at) {
-        at += 1;
-    }
-    at.min(text.len())
 }
 
 /// The tokens before byte offset `at` (a piece boundary).
