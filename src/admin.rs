@@ -16,15 +16,19 @@ use crate::body::{self, Body};
 use crate::edge::EdgeError;
 use crate::error::Error;
 use crate::lifecycle::{Lifecycle, Phase};
+use crate::upstream::health::Health;
+
+type HealthList = Arc<Vec<Arc<Health>>>;
 
 #[derive(Debug, Clone)]
 pub struct AdminLayer {
     lifecycle: Arc<Lifecycle>,
+    health: HealthList,
 }
 
 impl AdminLayer {
-    pub fn new(lifecycle: Arc<Lifecycle>) -> Self {
-        AdminLayer { lifecycle }
+    pub fn new(lifecycle: Arc<Lifecycle>, health: HealthList) -> Self {
+        AdminLayer { lifecycle, health }
     }
 }
 
@@ -34,6 +38,7 @@ impl<S> Layer<S> for AdminLayer {
         Admin {
             inner,
             lifecycle: self.lifecycle.clone(),
+            health: self.health.clone(),
         }
     }
 }
@@ -42,6 +47,7 @@ impl<S> Layer<S> for AdminLayer {
 pub struct Admin<S> {
     inner: S,
     lifecycle: Arc<Lifecycle>,
+    health: HealthList,
 }
 
 impl<S> Service<Request<Body>> for Admin<S>
@@ -77,12 +83,26 @@ where
 }
 
 impl<S> Admin<S> {
+    /// 200 when sluice itself can serve, 503 while starting or draining.
+    /// Upstream health is reported in the body but never makes sluice
+    /// unready: a provider outage must give clients clear 502s, not take
+    /// every replica out of its load balancer.
     fn readiness(&self) -> Response<Body> {
-        match self.lifecycle.phase() {
-            Phase::Ready => text(StatusCode::OK, "ready\n"),
-            Phase::Starting => text(StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
-            Phase::Draining => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
-        }
+        let (status, phase) = match self.lifecycle.phase() {
+            Phase::Ready => (StatusCode::OK, "ready"),
+            Phase::Starting => (StatusCode::SERVICE_UNAVAILABLE, "starting"),
+            Phase::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
+        };
+        let now = std::time::Instant::now();
+        let upstreams: Vec<_> = self.health.iter().map(|h| h.report(now)).collect();
+        let body = serde_json::json!({ "status": phase, "upstreams": upstreams });
+        let mut response = Response::new(body::full(body.to_string()));
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
     }
 }
 
@@ -129,7 +149,7 @@ mod tests {
             .uri(path)
             .body(body::empty())
             .unwrap_or_default();
-        AdminLayer::new(lifecycle)
+        AdminLayer::new(lifecycle, Arc::new(Vec::new()))
             .layer(inner)
             .oneshot(req)
             .await

@@ -134,50 +134,7 @@ impl Error {
                     Internal,
                 ),
             },
-            Error::Upstream(e) => match e {
-                UpstreamError::Connect { .. } => m(
-                    StatusCode::BAD_GATEWAY,
-                    "upstream_error",
-                    "upstream_unreachable",
-                    None,
-                    Upstream,
-                ),
-                UpstreamError::Timeout { .. } => m(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "timeout_error",
-                    "upstream_timeout",
-                    None,
-                    Upstream,
-                ),
-                UpstreamError::Failed { .. } => m(
-                    StatusCode::BAD_GATEWAY,
-                    "upstream_error",
-                    "upstream_failed",
-                    None,
-                    Upstream,
-                ),
-                UpstreamError::RequestBodyTooLarge { .. } => m(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "invalid_request_error",
-                    "request_too_large",
-                    None,
-                    Client,
-                ),
-                UpstreamError::NoRoute { .. } => m(
-                    StatusCode::NOT_FOUND,
-                    "invalid_request_error",
-                    "model_not_found",
-                    None,
-                    Client,
-                ),
-                UpstreamError::RequestBody { .. } => m(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request_error",
-                    "invalid_body",
-                    None,
-                    Client,
-                ),
-            },
+            Error::Upstream(e) => upstream(e),
         }
     }
 
@@ -200,7 +157,97 @@ impl Error {
         if let Some(secs) = mapping.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        if let Error::Upstream(e) = &self
+            && let Some(attempts) = e.attempts()
+        {
+            headers.insert(
+                crate::upstream::forward::X_SLUICE_ATTEMPTS.clone(),
+                HeaderValue::from(attempts),
+            );
+        }
         response
+    }
+}
+
+/// How an upstream error becomes an answer.
+fn upstream(e: &UpstreamError) -> Mapping {
+    use ErrorSource::{Client, Upstream};
+    let m = |status, kind, code, retry_after, source| Mapping {
+        status,
+        kind,
+        code,
+        retry_after,
+        source,
+    };
+    match e {
+        UpstreamError::Connect { .. } => m(
+            StatusCode::BAD_GATEWAY,
+            "upstream_error",
+            "upstream_unreachable",
+            None,
+            Upstream,
+        ),
+        UpstreamError::Timeout { .. } => m(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout_error",
+            "upstream_timeout",
+            None,
+            Upstream,
+        ),
+        UpstreamError::Failed { .. } => m(
+            StatusCode::BAD_GATEWAY,
+            "upstream_error",
+            "upstream_failed",
+            None,
+            Upstream,
+        ),
+        UpstreamError::RequestBodyTooLarge { .. } => m(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            "request_too_large",
+            None,
+            Client,
+        ),
+        UpstreamError::Unavailable {
+            retry_after,
+            rate_limited,
+            ..
+        } => {
+            // Rounded up: waiting a bit less would find it still out.
+            let seconds = retry_after.as_secs_f64().ceil().clamp(1.0, 86_400.0) as u32;
+            if *rate_limited {
+                m(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_error",
+                    "upstream_rate_limited",
+                    Some(seconds),
+                    Upstream,
+                )
+            } else {
+                m(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_error",
+                    "upstream_unavailable",
+                    Some(seconds),
+                    Upstream,
+                )
+            }
+        }
+        UpstreamError::After { error, .. } => upstream(error),
+        UpstreamError::NoRoute { .. } => m(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "model_not_found",
+            None,
+            Client,
+        ),
+        UpstreamError::RequestBody { .. } => m(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_body",
+            None,
+            Client,
+        ),
     }
 }
 

@@ -17,6 +17,12 @@ pub const REQUESTS_IN_FLIGHT: &str = "sluice_requests_in_flight";
 pub const UPSTREAM_REQUESTS_TOTAL: &str = "sluice_upstream_requests_total";
 pub const UPSTREAM_DURATION: &str = "sluice_upstream_duration_seconds";
 pub const UPSTREAM_ERRORS_TOTAL: &str = "sluice_upstream_errors_total";
+pub const UPSTREAM_ATTEMPTS_TOTAL: &str = "sluice_upstream_attempts_total";
+pub const UPSTREAM_RETRIES_TOTAL: &str = "sluice_upstream_retries_total";
+pub const UPSTREAM_FALLBACKS_TOTAL: &str = "sluice_upstream_fallbacks_total";
+pub const UPSTREAM_RETRIES_DENIED_TOTAL: &str = "sluice_upstream_retries_denied_total";
+pub const UPSTREAM_BREAKER_STATE: &str = "sluice_upstream_breaker_state";
+pub const UPSTREAM_FIRST_BYTE_DURATION: &str = "sluice_upstream_first_byte_duration_seconds";
 pub const CACHE_REQUESTS_TOTAL: &str = "sluice_cache_requests_total";
 pub const CACHE_LOOKUPS_TOTAL: &str = "sluice_cache_lookups_total";
 pub const CACHE_ENTRIES: &str = "sluice_cache_entries";
@@ -137,7 +143,32 @@ fn describe() {
     );
     describe_counter!(
         UPSTREAM_ERRORS_TOTAL,
-        "Upstream requests that got no answer, by upstream and kind (connect, timeout, other)."
+        "Upstream requests that got no answer or broke mid-answer, by upstream and kind (connect, timeout, other, stream_broken, stream_stalled)."
+    );
+    describe_counter!(
+        UPSTREAM_ATTEMPTS_TOTAL,
+        "Attempts at upstreams, by upstream and outcome (success, status: a non-retried error status, status_429, status_5xx, connect, reset, timeout, error)."
+    );
+    describe_counter!(
+        UPSTREAM_RETRIES_TOTAL,
+        "Retries on the same upstream, by upstream and reason (status_429, status_5xx, connect, reset, timeout)."
+    );
+    describe_counter!(
+        UPSTREAM_FALLBACKS_TOTAL,
+        "Requests moved on to another upstream, by the upstream that failed and why."
+    );
+    describe_counter!(
+        UPSTREAM_RETRIES_DENIED_TOTAL,
+        "Retries not made, by reason (budget: the retry budget ran dry; deadline: the wait would pass the request's deadline)."
+    );
+    describe_gauge!(
+        UPSTREAM_BREAKER_STATE,
+        "Circuit breaker per upstream: 0 closed, 1 half-open, 2 open."
+    );
+    describe_histogram!(
+        UPSTREAM_FIRST_BYTE_DURATION,
+        Unit::Seconds,
+        "Time from sending a request upstream to the first byte of its answer body, by upstream."
     );
 }
 

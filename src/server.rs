@@ -101,20 +101,19 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let _ = crate::observe::prometheus();
     let workers = worker_count(config.server.workers);
     let worker_config = per_worker(&config, workers);
+    let lifecycle = Arc::new(Lifecycle::default());
+    let settings = Settings::from(&config);
+    let shared = Shared::new(&config, &settings, lifecycle.clone());
     // Every worker's clients are built here so a bad upstream fails the
-    // start, not a thread.
+    // start, not a thread; their health is one for all workers.
     let upstreams = (0..workers)
-        .map(|_| Upstreams::from_config(&worker_config).map(Arc::new))
+        .map(|_| Upstreams::with_health(&worker_config, &shared.health).map(Arc::new))
         .collect::<Result<Vec<_>, _>>()?;
     let listeners = bind(config.server.listen, workers)?;
     let addr = listeners
         .first()
         .and_then(|l| l.local_addr().ok())
         .unwrap_or(config.server.listen);
-
-    let lifecycle = Arc::new(Lifecycle::default());
-    let settings = Settings::from(&config);
-    let shared = Shared::new(&config, &settings, lifecycle.clone());
     let conn = ConnSettings {
         header_read_timeout: config.server.header_read_timeout,
         shutdown_grace: config.server.shutdown_grace,
@@ -266,6 +265,7 @@ impl Worker {
         };
         for upstream in self.upstreams.iter() {
             pool::prewarm(upstream);
+            pool::rewarm_on_recovery(upstream.clone());
         }
         let lifecycle = self.shared.lifecycle.clone();
         let stack = stack::build(self.settings, self.shared, self.upstreams);

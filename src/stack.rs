@@ -24,6 +24,8 @@ use crate::ingress::IngressLayer;
 use crate::lifecycle::Lifecycle;
 use crate::prune::PruneLayer;
 use crate::tokens::{Counter, TokensLayer};
+use crate::upstream::health::Health;
+use crate::upstream::retry::RetrySettings;
 use crate::upstream::{UpstreamService, Upstreams};
 
 /// What the pipeline takes from the config, by value.
@@ -54,6 +56,10 @@ pub struct Shared {
     pub prune: PruneLayer,
     pub compress: CompressLayer,
     pub tokens: TokensLayer,
+    /// Each upstream's health, by configuration index, for every worker.
+    pub health: Arc<Vec<Arc<Health>>>,
+    /// The retry policy's settings and its one retry budget.
+    pub retry: Arc<RetrySettings>,
 }
 
 impl Shared {
@@ -67,6 +73,8 @@ impl Shared {
             prune: PruneLayer::new(&config.prune, counter.clone()),
             compress: CompressLayer::new(&config.compress, counter.clone()),
             tokens: TokensLayer::new(counter),
+            health: Arc::new(crate::upstream::route::health_of(config)),
+            retry: Arc::new(RetrySettings::new(&config.retry)),
         }
     }
 }
@@ -120,7 +128,10 @@ pub fn build(
         .layer(MetricsLayer)
         // Answers /healthz, /readyz and /metrics, and 404s anything outside
         // /v1/. Above load shedding so probes are answered under overload.
-        .layer(AdminLayer::new(shared.lifecycle.clone()))
+        .layer(AdminLayer::new(
+            shared.lifecycle.clone(),
+            shared.health.clone(),
+        ))
         // At most `max_concurrency` requests (streams until their last byte);
         // the excess, and anything arriving while draining, gets 503.
         .layer(shared.load_shed)
@@ -145,9 +156,10 @@ pub fn build(
         // Counts the prompt as sent and as forwarded, while the upstream
         // works, into `x-sluice-prompt-tokens-original` / `-sent`.
         .layer(shared.tokens)
-        // Routes by model, forwards over the upstream's pooled client, and
+        // Routes by model, forwards over the upstream's pooled client,
+        // retries and falls back while nothing has reached the client, and
         // relays the answer as it arrives.
-        .service(UpstreamService::new(upstreams, body_limit))
+        .service(UpstreamService::new(upstreams, shared.retry, body_limit))
 }
 
 #[cfg(test)]
@@ -160,7 +172,8 @@ mod tests {
         let config = Config::default();
         let settings = Settings::from(&config);
         let shared = Shared::new(&config, &settings, Arc::new(Lifecycle::default()));
-        let upstreams = Upstreams::from_config(&config).unwrap_or_else(|e| panic!("{e}"));
+        let upstreams =
+            Upstreams::with_health(&config, &shared.health).unwrap_or_else(|e| panic!("{e}"));
         let stack = build(settings, shared, Arc::new(upstreams));
         let type_name = std::any::type_name_of_val(&stack);
         let expected = [

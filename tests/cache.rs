@@ -128,7 +128,8 @@ async fn per_request_ttl_expires() {
 
 #[tokio::test]
 async fn errors_are_not_stored() {
-    let h = Harness::start().await;
+    // One attempt per request, so the count below is the requests'.
+    let h = Harness::start_with(MockOptions::default(), |c| c.retry.max_retries = 0).await;
     for _ in 0..2 {
         let (outcome, response) = send(&h, BODY, &[("x-mock-status", "500")]).await;
         assert_eq!(response.status(), 500);
@@ -262,7 +263,9 @@ async fn followers_of_a_failed_leader_are_not_stranded() {
             latency: Duration::from_millis(200),
             ..MockOptions::default()
         },
-        |_| {},
+        // Every attempt fails here: keep the breaker out of it, so each
+        // follower gets the upstream's own 503.
+        |c| c.breaker.min_requests = 1000,
     )
     .await;
     let body = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"doomed"}]}"#;
@@ -387,10 +390,11 @@ async fn a_stream_cut_short_is_not_stored() {
     for _ in 0..2 {
         let response = h.post("/v1/chat/completions", &request).await;
         assert_eq!(response.headers()["x-sluice-cache"], "miss");
-        assert!(
-            response.bytes().await.is_err(),
-            "the cut stream ended cleanly"
-        );
+        // The stream ends with an error event, never with [DONE].
+        let body = response.bytes().await.unwrap_or_default();
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains("event: error\ndata: {\"error\""), "{text}");
+        assert!(!text.contains("[DONE]"), "{text}");
     }
     assert_eq!(h.mock.request_count(), 2);
 }

@@ -41,6 +41,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub upstreams: Vec<UpstreamConfig>,
     pub retry: RetryConfig,
+    pub breaker: BreakerConfig,
     pub cache: CacheConfig,
     pub prune: PruneConfig,
     pub compress: CompressConfig,
@@ -57,6 +58,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             upstreams: vec![UpstreamConfig::default()],
             retry: RetryConfig::default(),
+            breaker: BreakerConfig::default(),
             cache: CacheConfig::default(),
             prune: PruneConfig::default(),
             compress: CompressConfig::default(),
@@ -132,9 +134,23 @@ pub struct UpstreamConfig {
     /// Relative share of traffic among upstreams serving the same models.
     #[serde(default = "UpstreamConfig::default_weight")]
     pub weight: u32,
-    /// Longest wait for one attempt's response.
+    /// Longest one exchange with this upstream may take, answer body included.
     #[serde(default = "UpstreamConfig::default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// Streamed answers: longest wait for the first byte of the answer body; past it the
+    /// attempt has failed (and is retried, since nothing reached the client yet).
+    #[serde(
+        default = "UpstreamConfig::default_first_byte_timeout",
+        with = "humantime_serde"
+    )]
+    pub first_byte_timeout: Duration,
+    /// Longest silence between two pieces of an answer body once it has started; past
+    /// it a stream ends with an error event.
+    #[serde(
+        default = "UpstreamConfig::default_idle_timeout",
+        with = "humantime_serde"
+    )]
+    pub idle_timeout: Duration,
     /// Longest wait for a new connection (TCP and TLS).
     #[serde(
         default = "UpstreamConfig::default_connect_timeout",
@@ -162,6 +178,8 @@ impl Default for UpstreamConfig {
             models: vec!["*".to_owned()],
             weight: 1,
             timeout: Duration::from_secs(10 * 60),
+            first_byte_timeout: Duration::from_secs(2 * 60),
+            idle_timeout: Duration::from_secs(2 * 60),
             connect_timeout: Duration::from_secs(5),
             pool_max_idle: 64,
             prewarm: 2,
@@ -181,6 +199,12 @@ impl UpstreamConfig {
     }
     fn default_timeout() -> Duration {
         Self::default().timeout
+    }
+    fn default_first_byte_timeout() -> Duration {
+        Self::default().first_byte_timeout
+    }
+    fn default_idle_timeout() -> Duration {
+        Self::default().idle_timeout
     }
     fn default_connect_timeout() -> Duration {
         Self::default().connect_timeout
@@ -202,6 +226,8 @@ impl std::fmt::Debug for UpstreamConfig {
             .field("models", &self.models)
             .field("weight", &self.weight)
             .field("timeout", &self.timeout)
+            .field("first_byte_timeout", &self.first_byte_timeout)
+            .field("idle_timeout", &self.idle_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("pool_max_idle", &self.pool_max_idle)
             .field("prewarm", &self.prewarm)
@@ -236,6 +262,35 @@ impl Default for RetryConfig {
             max_delay: Duration::from_secs(10),
             retry_on: vec![429, 500, 502, 503, 504],
             budget: 0.2,
+        }
+    }
+}
+
+/// `[breaker]`: passive health of each upstream from its recent outcomes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerConfig {
+    /// Share of failed attempts (connect errors, timeouts, 5xx, broken streams) over
+    /// `window` that opens an upstream's breaker.
+    pub failure_ratio: f64,
+    /// Attempts within `window` needed before the ratio counts.
+    pub min_requests: u32,
+    /// How far back outcomes count.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// How long an open breaker keeps the upstream out of rotation before one probe
+    /// request is let through.
+    #[serde(with = "humantime_serde")]
+    pub cooldown: Duration,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            failure_ratio: 0.5,
+            min_requests: 5,
+            window: Duration::from_secs(10),
+            cooldown: Duration::from_secs(30),
         }
     }
 }

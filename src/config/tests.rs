@@ -79,6 +79,14 @@ fn defaults_match_the_spec_table() {
     assert_eq!(c.retry.max_delay, Duration::from_secs(10));
     assert_eq!(c.retry.retry_on, [429, 500, 502, 503, 504]);
     assert!((c.retry.budget - 0.2).abs() < f64::EPSILON);
+    assert!((c.breaker.failure_ratio - 0.5).abs() < f64::EPSILON);
+    assert_eq!(c.breaker.min_requests, 5);
+    assert_eq!(c.breaker.window, Duration::from_secs(10));
+    assert_eq!(c.breaker.cooldown, Duration::from_secs(30));
+    assert_eq!(
+        (u.first_byte_timeout, u.idle_timeout),
+        (Duration::from_secs(120), Duration::from_secs(120))
+    );
 
     assert!(c.cache.enabled);
     assert_eq!(c.cache.ttl, Duration::from_secs(3600));
@@ -587,6 +595,32 @@ fn every_validation_rule() {
         ),
         (|c| c.retry.retry_on = vec![429, 99], "retry.retry_on[1]"),
         (|c| c.retry.retry_on = vec![600], "retry.retry_on[0]"),
+        (|c| c.retry.retry_on = vec![503, 400], "retry.retry_on[1]"),
+        (|c| c.retry.retry_on = vec![404], "retry.retry_on[0]"),
+        (|c| c.breaker.failure_ratio = 0.0, "breaker.failure_ratio"),
+        (|c| c.breaker.failure_ratio = 1.5, "breaker.failure_ratio"),
+        (
+            |c| c.breaker.failure_ratio = f64::NAN,
+            "breaker.failure_ratio",
+        ),
+        (|c| c.breaker.min_requests = 0, "breaker.min_requests"),
+        (
+            |c| c.breaker.window = Duration::from_millis(500),
+            "breaker.window",
+        ),
+        (
+            |c| c.breaker.window = Duration::from_secs(601),
+            "breaker.window",
+        ),
+        (|c| c.breaker.cooldown = Duration::ZERO, "breaker.cooldown"),
+        (
+            |c| c.upstreams[0].first_byte_timeout = Duration::ZERO,
+            "upstreams[0].first_byte_timeout",
+        ),
+        (
+            |c| c.upstreams[0].idle_timeout = Duration::ZERO,
+            "upstreams[0].idle_timeout",
+        ),
         (|c| c.retry.budget = 1.5, "retry.budget"),
         (|c| c.retry.budget = -0.1, "retry.budget"),
         (|c| c.retry.budget = f64::NAN, "retry.budget"),
@@ -650,7 +684,10 @@ fn valid_edge_values_pass_validation() {
     let mut c = Config::default();
     c.retry.base_delay = c.retry.max_delay;
     c.retry.budget = 0.0;
-    c.retry.retry_on = vec![100, 599];
+    c.retry.retry_on = vec![408, 409, 425, 429, 500, 599];
+    c.breaker.failure_ratio = 1.0;
+    c.breaker.min_requests = 1;
+    c.breaker.window = Duration::from_secs(1);
     c.server.shutdown_grace = Duration::ZERO;
     c.sessions.header = "X-Conversation".into();
     c.log.level = "warn,sluice=trace".into();

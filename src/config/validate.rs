@@ -12,6 +12,7 @@ pub(super) fn validate(config: &Config) -> Checked {
     server(config)?;
     upstreams(&config.upstreams)?;
     retry(config)?;
+    breaker(config)?;
     cache(config)?;
     prune_and_compress(config)?;
     rate_limit(config)?;
@@ -93,6 +94,8 @@ fn upstreams(upstreams: &[UpstreamConfig]) -> Checked {
         at_least_one(key("weight"), u64::from(upstream.weight))?;
         positive_duration(key("timeout"), upstream.timeout)?;
         positive_duration(key("connect_timeout"), upstream.connect_timeout)?;
+        positive_duration(key("first_byte_timeout"), upstream.first_byte_timeout)?;
+        positive_duration(key("idle_timeout"), upstream.idle_timeout)?;
         if upstream.prewarm > upstream.pool_max_idle {
             return fail(
                 key("prewarm"),
@@ -179,6 +182,13 @@ fn retry(config: &Config) -> Checked {
                 format!("{code} is not an HTTP status code (100-599)"),
             );
         }
+        // Other answers say the request itself is wrong: sending it again cannot help.
+        if !(*code >= 500 || RETRYABLE_4XX.contains(code)) {
+            return fail(
+                format!("retry.retry_on[{i}]"),
+                format!("{code} is not worth retrying: only 408, 409, 425, 429 and 5xx are"),
+            );
+        }
     }
     if !(0.0..=1.0).contains(&retry.budget) {
         return fail(
@@ -187,6 +197,33 @@ fn retry(config: &Config) -> Checked {
         );
     }
     Ok(())
+}
+
+/// Client errors that say "try again later" rather than "this request is wrong".
+const RETRYABLE_4XX: [u16; 4] = [408, 409, 425, 429];
+
+fn breaker(config: &Config) -> Checked {
+    let breaker = &config.breaker;
+    if !(breaker.failure_ratio > 0.0 && breaker.failure_ratio <= 1.0) {
+        return fail(
+            "breaker.failure_ratio",
+            format!(
+                "must be above 0.0 and at most 1.0, got {}",
+                breaker.failure_ratio
+            ),
+        );
+    }
+    at_least_one("breaker.min_requests", u64::from(breaker.min_requests))?;
+    if breaker.window < Duration::from_secs(1) || breaker.window > Duration::from_secs(600) {
+        return fail(
+            "breaker.window",
+            format!(
+                "must be between 1s and 10m, got {}",
+                humantime::format_duration(breaker.window)
+            ),
+        );
+    }
+    positive_duration("breaker.cooldown", breaker.cooldown)
 }
 
 fn cache(config: &Config) -> Checked {

@@ -17,6 +17,11 @@ use super::EdgeError;
 use crate::body::Body;
 use crate::error::Error;
 
+/// When the request must have its answer head: set on every request, so
+/// the layers below (retries) never plan to wait past it.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline(pub tokio::time::Instant);
+
 #[derive(Debug, Clone, Copy)]
 pub struct TimeoutLayer {
     after: Duration,
@@ -56,9 +61,11 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        let deadline = tokio::time::Instant::now() + self.after;
+        req.extensions_mut().insert(Deadline(deadline));
         TimeoutFuture {
-            inner: tokio::time::timeout(self.after, self.inner.call(req)),
+            inner: tokio::time::timeout_at(deadline, self.inner.call(req)),
             after: self.after,
         }
     }

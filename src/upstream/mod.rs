@@ -1,29 +1,50 @@
 //! The upstream end of the pipeline: pick the upstream for a request, send it
-//! over that upstream's pooled client, and hand its answer back as it comes.
+//! over that upstream's pooled client, retry or fall back while nothing has
+//! reached the client, and hand the answer back as it comes.
 //!
-//! - [`route`]: the request's `model` against each upstream's glob patterns,
-//!   first match wins; requests without a model go to the first upstream.
-//! - [`pool`]: one shared HTTP client per upstream (keep-alive pool, TCP_NODELAY,
-//!   timeouts, HTTP/2 by ALPN) and the pre-warming of its connections.
-//! - [`forward`]: header rules and the forwarding of one request, streaming
-//!   both ways.
+//! - [`route`]: the request's `model` against each upstream's glob patterns;
+//!   upstreams with the same patterns share traffic by weight and speed,
+//!   later matches are fallbacks.
+//! - [`health`]: per-upstream circuit breaker, latency average and rest after
+//!   a 429, shared by all workers.
+//! - [`retry`]: the one retry policy (tower's `Retry` with sluice's
+//!   [`RetryPolicy`](retry::RetryPolicy)): what is retried, backoff and
+//!   `Retry-After`, fallback, the retry budget.
+//! - [`attempt`]: one try at one upstream, up to the answer head (and a
+//!   stream's first chunk).
+//! - [`relay`]: the answer body on its way to the client: idle and overall
+//!   timeouts, and an SSE error event when a stream breaks.
+//! - [`pool`]: one shared HTTP client per upstream (keep-alive pool,
+//!   TCP_NODELAY, timeouts, HTTP/2 by ALPN) and the pre-warming of its
+//!   connections.
+//! - [`forward`]: header rules, upstream URLs, send errors.
 
+pub mod attempt;
 pub mod forward;
+pub mod health;
 pub mod pool;
+pub mod relay;
+pub mod retry;
 pub mod route;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::{Request, Response};
-use tower::Service;
+use http_body::Body as _;
+use tower::{Service, ServiceExt};
 
 pub use route::{Upstream, Upstreams};
 
+use self::attempt::{Attempt, AttemptError, Payload, Prepared, Try};
+use self::retry::{RetryPolicy, RetrySettings};
 use crate::body::Body;
+use crate::edge::timeout::Deadline;
 use crate::error::Error;
+use crate::openai::ApiRequest;
 
 /// Errors on the way to or back from an upstream.
 #[derive(Debug, thiserror::Error)]
@@ -40,23 +61,54 @@ pub enum UpstreamError {
     RequestBody { reason: String },
     #[error("The model `{model}` is not served here: no upstream's `models` matches it.")]
     NoRoute { model: String },
+    /// Every upstream serving the request is out of rotation (breaker open,
+    /// or resting after a 429 that said for how long).
+    #[error("{message}")]
+    Unavailable {
+        message: String,
+        retry_after: Duration,
+        rate_limited: bool,
+    },
+    /// The last of several attempts failed with `error`.
+    #[error("{error}")]
+    After {
+        attempts: u32,
+        error: Box<UpstreamError>,
+    },
 }
 
-/// The innermost service: forwards to the routed upstream.
-#[derive(Debug, Clone)]
+impl UpstreamError {
+    /// Upstream attempts made before this error, when there were any.
+    pub fn attempts(&self) -> Option<u32> {
+        match self {
+            UpstreamError::After { attempts, .. } => Some(*attempts),
+            _ => None,
+        }
+    }
+}
+
+/// The innermost service: forwards to the routed upstream, with retries and
+/// fallback.
+#[derive(Clone)]
 pub struct UpstreamService {
     upstreams: Arc<Upstreams>,
+    retry: Arc<RetrySettings>,
     body_limit: u64,
 }
 
 impl UpstreamService {
-    pub fn new(upstreams: Arc<Upstreams>, body_limit: u64) -> Self {
+    pub fn new(upstreams: Arc<Upstreams>, retry: Arc<RetrySettings>, body_limit: u64) -> Self {
         UpstreamService {
             upstreams,
+            retry,
             body_limit,
         }
     }
 }
+
+/// How long a request without a [`Deadline`] (one not built by sluice's
+/// stack) may take at most.
+const NO_DEADLINE: Duration = Duration::from_secs(24 * 60 * 60);
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Error>> + Send>>;
 
@@ -71,10 +123,48 @@ impl Service<Request<Body>> for UpstreamService {
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let upstreams = self.upstreams.clone();
+        let retry = self.retry.clone();
         let body_limit = self.body_limit;
         Box::pin(async move {
-            let upstream = upstreams.route(&req)?;
-            forward::forward(upstream, req, body_limit).await
+            let (mut parts, body) = req.into_parts();
+            let api = parts.extensions.remove::<ApiRequest>();
+            let model = api.as_ref().and_then(ApiRequest::model);
+            let first = upstreams.first(model, std::time::Instant::now())?;
+            let deadline = parts
+                .extensions
+                .get::<Deadline>()
+                .map_or_else(|| tokio::time::Instant::now() + NO_DEADLINE, |d| d.0);
+            forward::strip_request_headers(&mut parts.headers);
+            let payload = match &api {
+                Some(api) => Payload::Bytes(api.to_bytes()),
+                None if body.is_end_stream() || body.size_hint().exact() == Some(0) => {
+                    Payload::Bytes(bytes::Bytes::new())
+                }
+                None => Payload::Once(Mutex::new(Some(body))),
+            };
+            let prepared = Prepared {
+                method: parts.method,
+                uri: parts.uri,
+                headers: parts.headers,
+                payload,
+                stream: api.as_ref().is_some_and(ApiRequest::stream),
+                api,
+            };
+            retry.deposit();
+            let attempt = Attempt {
+                settings: retry.clone(),
+                body_limit,
+            };
+            let policy = RetryPolicy::new(retry, upstreams);
+            let t = Try {
+                prepared: Arc::new(prepared),
+                upstream: first,
+                deadline,
+            };
+            tower::retry::Retry::new(policy, attempt)
+                .oneshot(t)
+                .await
+                .map_err(AttemptError::into_error)
         })
     }
 }
