@@ -76,6 +76,10 @@ struct MockArgs {
     /// Content chunks per streamed answer.
     #[arg(long, value_name = "N", default_value_t = 8)]
     chunks: usize,
+    /// A default `x-mock-*` control header for every request that does not send it
+    /// (repeatable), e.g. --control 'x-mock-status: 503' --control 'x-mock-fail-rate: 0.2'.
+    #[arg(long = "control", value_name = "NAME:VALUE")]
+    controls: Vec<String>,
 }
 
 /// Exit code for bad flags and bad configs.
@@ -160,6 +164,22 @@ fn mock_upstream(args: MockArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    let mut controls = http::HeaderMap::new();
+    for arg in &args.controls {
+        match sluice::mock::controls::parse_control(arg) {
+            Ok((name, value)) => {
+                controls.insert(name, value);
+            }
+            Err(error) => {
+                eprintln!("sluice: --control: {error}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        }
+    }
+    if let Err(error) = sluice::mock::controls::check_defaults(&controls) {
+        eprintln!("sluice: --control: {error}");
+        return ExitCode::from(EXIT_USAGE);
+    }
     sluice::observe::init_logging(&sluice::config::LogConfig::default());
     let runtime = match runtime(true) {
         Ok(runtime) => runtime,
@@ -170,6 +190,7 @@ fn mock_upstream(args: MockArgs) -> ExitCode {
         chunk_delay: Duration::from_millis(args.chunk_delay_ms),
         chunks: args.chunks,
         record: false,
+        controls,
     };
     runtime.block_on(async move {
         let listener =

@@ -1,6 +1,8 @@
 //! Response bodies of the mock upstream: a whole buffer, or a server-sent-event stream
 //! whose events are prepared up front and released one frame at a time, each after its
-//! own delay, so a client sees them arrive as a real model would send them.
+//! own delay, so a client sees them arrive as a real model would send them. A stream
+//! can be cut short after some events, failing or stalling instead of ending
+//! (`x-mock-fail-after-chunks`, `x-mock-stall-after-chunks`).
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -57,7 +59,32 @@ enum Kind {
         sleep: Option<Pin<Box<Sleep>>>,
         /// The event at the head of `queue` has had its delay started.
         waiting: bool,
+        /// What happens once `queue` is empty.
+        tail: Tail,
     },
+}
+
+/// How a stream cut short ends after its last event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum End {
+    /// The body fails with an I/O error, so the server cuts the connection (HTTP/1.1)
+    /// or resets the stream (HTTP/2) without the body's proper end.
+    Fail,
+    /// Nothing more is sent and the body never ends.
+    Stall,
+}
+
+/// The state of a stream's end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tail {
+    Finish,
+    Stall,
+    /// To fail; `yielded` once the task has yielded after the last event.
+    Fail {
+        yielded: bool,
+    },
+    /// The failure was returned; the body is over.
+    Failed,
 }
 
 impl MockBody {
@@ -76,14 +103,28 @@ impl MockBody {
                 queue: events.into(),
                 sleep: None,
                 waiting: false,
+                tail: Tail::Finish,
             },
         }
+    }
+
+    /// Keeps only the first `events` events of a stream, which then ends as `end` says.
+    /// A whole-buffer body is left as it is.
+    pub(crate) fn cut_after(mut self, events: usize, end: End) -> Self {
+        if let Kind::Events { queue, tail, .. } = &mut self.kind {
+            queue.truncate(events);
+            *tail = match end {
+                End::Fail => Tail::Fail { yielded: false },
+                End::Stall => Tail::Stall,
+            };
+        }
+        self
     }
 }
 
 impl Body for MockBody {
     type Data = Bytes;
-    // Never produced yet; an I/O error type leaves room for mid-stream failures.
+    /// Only from a stream cut with [`End::Fail`].
     type Error = std::io::Error;
 
     fn poll_frame(
@@ -96,9 +137,10 @@ impl Body for MockBody {
                 queue,
                 sleep,
                 waiting,
+                tail,
             } => {
                 let Some(next) = queue.front() else {
-                    return Poll::Ready(None);
+                    return poll_tail(tail, cx);
                 };
                 if !next.delay.is_zero() {
                     if !*waiting {
@@ -122,7 +164,9 @@ impl Body for MockBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Full(bytes) => bytes.is_none(),
-            Kind::Events { queue, .. } => queue.is_empty(),
+            Kind::Events { queue, tail, .. } => {
+                queue.is_empty() && matches!(tail, Tail::Finish | Tail::Failed)
+            }
         }
     }
 
@@ -130,6 +174,32 @@ impl Body for MockBody {
         match &self.kind {
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Events { .. } => SizeHint::default(),
+        }
+    }
+}
+
+/// What a stream sends once its events are out.
+fn poll_tail(
+    tail: &mut Tail,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+    match *tail {
+        Tail::Finish | Tail::Failed => Poll::Ready(None),
+        // Never woken: the connection ends when the client goes away or the server stops.
+        Tail::Stall => Poll::Pending,
+        Tail::Fail { yielded: false } => {
+            // hyper's HTTP/1 writer drops what it has buffered when a body fails, so
+            // yield once: it flushes the head and the events before polling again.
+            *tail = Tail::Fail { yielded: true };
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+        Tail::Fail { yielded: true } => {
+            *tail = Tail::Failed;
+            Poll::Ready(Some(Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "mock upstream: stream cut as asked by x-mock-fail-after-chunks",
+            ))))
         }
     }
 }
@@ -176,5 +246,47 @@ mod tests {
         assert_eq!(seen[1].1, Duration::from_millis(100));
         assert_eq!(seen[2].1, Duration::from_millis(200));
         assert!(body.is_end_stream());
+    }
+
+    fn three_events() -> MockBody {
+        let event = |b: &'static [u8]| Event {
+            delay: Duration::ZERO,
+            bytes: Bytes::from_static(b),
+        };
+        MockBody::events(vec![event(b"a"), event(b"b"), event(b"c")])
+    }
+
+    #[tokio::test]
+    async fn cut_stream_fails_after_its_events() {
+        let mut body = three_events().cut_after(2, End::Fail);
+        let mut frames = Vec::new();
+        while let Some(frame) = body.frame().await {
+            frames.push(frame.map(|f| f.into_data().ok()).map_err(|e| e.kind()));
+        }
+        assert_eq!(
+            frames,
+            [
+                Ok(Some(Bytes::from_static(b"a"))),
+                Ok(Some(Bytes::from_static(b"b"))),
+                Err(std::io::ErrorKind::ConnectionAborted),
+            ]
+        );
+
+        let empty = three_events().cut_after(0, End::Fail);
+        assert!(
+            !empty.is_end_stream(),
+            "the head must not claim an empty body"
+        );
+        let whole = MockBody::full(Bytes::from_static(b"x")).cut_after(0, End::Fail);
+        assert_eq!(whole.size_hint().exact(), Some(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stalled_stream_sends_nothing_more() {
+        let mut body = three_events().cut_after(1, End::Stall);
+        assert!(matches!(body.frame().await, Some(Ok(_))));
+        assert!(!body.is_end_stream());
+        let next = tokio::time::timeout(Duration::from_secs(3600), body.frame()).await;
+        assert!(next.is_err(), "a stalled stream sent {next:?}");
     }
 }

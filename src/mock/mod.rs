@@ -7,7 +7,11 @@
 //! `GET /v1/models[/{id}]`. Answers depend only on the request, so the same request
 //! gets the same bytes. Every other path under `/v1/` echoes what it received (method,
 //! path, query, headers, body length and hash); paths outside `/v1/` get a 404. Request
-//! headers `x-mock-*` change timing or inject errors per request (see [`controls`]).
+//! headers `x-mock-*` change timing or inject faults per request (see [`controls`]): an
+//! error status, a dropped connection, a hang, a stream cut or stalled after some
+//! events; for the first N requests of a key or a random share of them.
+//! [`MockOptions::controls`] gives server-wide defaults for those headers, so one mock
+//! can, say, answer a random fifth of its requests with a 503.
 //!
 //! Requests are read leniently: only a body that is not a JSON object, or a field of
 //! the wrong type or out of range (`n`, `dimensions`, `encoding_format`, empty embedding
@@ -21,6 +25,12 @@
 //! let mock = MockUpstream::start(MockOptions { record: true, ..MockOptions::default() }).await?;
 //! // Point a client or sluice's upstream at mock.base_url(), e.g. http://127.0.0.1:PORT/v1
 //! assert_eq!(mock.request_count(), 0);
+//!
+//! // A mock whose answers fail the first 2 times for each distinct request.
+//! let mut controls = http::HeaderMap::new();
+//! controls.insert("x-mock-fail-times", http::HeaderValue::from_static("2"));
+//! let flaky = MockUpstream::start(MockOptions { controls, ..MockOptions::default() }).await?;
+//! # drop(flaky);
 //! # Ok(()) }
 //! ```
 
@@ -30,6 +40,7 @@ mod completions;
 pub mod controls;
 mod echo;
 mod embeddings;
+mod fault;
 mod models;
 mod reply;
 mod responses;
@@ -60,7 +71,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// descriptors), so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
-/// Server-wide behaviour; each request may override the timing with `x-mock-*` headers.
+/// Server-wide behaviour; each request may override it with `x-mock-*` headers.
 #[derive(Debug, Clone)]
 pub struct MockOptions {
     /// Wait before the response head.
@@ -71,6 +82,10 @@ pub struct MockOptions {
     pub chunks: usize,
     /// Keep every received request for [`MockUpstream::requests`].
     pub record: bool,
+    /// `x-mock-*` control headers applied to every request that does not carry that
+    /// header itself (see [`controls`]; check them with [`controls::check_defaults`]).
+    /// A request choosing its own fault ignores the fault given here.
+    pub controls: http::HeaderMap,
 }
 
 impl Default for MockOptions {
@@ -80,6 +95,7 @@ impl Default for MockOptions {
             chunk_delay: Duration::ZERO,
             chunks: 8,
             record: false,
+            controls: http::HeaderMap::new(),
         }
     }
 }
@@ -100,16 +116,22 @@ struct State {
     connections: AtomicUsize,
     /// Recorded requests with their arrival number; touched only when `opts.record`.
     recorded: Mutex<Vec<(usize, RecordedRequest)>>,
+    /// Requests seen per fault key, for `x-mock-fail-times`.
+    faults: fault::FaultCounts,
 }
 
 impl State {
-    fn new(opts: MockOptions) -> Self {
-        Self {
+    /// Fails when `opts.controls` holds a control that cannot be used.
+    fn new(opts: MockOptions) -> std::io::Result<Self> {
+        controls::check_defaults(&opts.controls)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        Ok(Self {
             opts,
             requests: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
             recorded: Mutex::new(Vec::new()),
-        }
+            faults: fault::FaultCounts::default(),
+        })
     }
 
     fn recorded_lock(&self) -> MutexGuard<'_, Vec<(usize, RecordedRequest)>> {
@@ -120,13 +142,14 @@ impl State {
 
 /// Serves the mock API on `listener` until `shutdown` resolves, then lets in-flight
 /// requests finish for a few seconds. HTTP/1.1 with keep-alive and h2c on the same
-/// port, `TCP_NODELAY` on every connection.
+/// port, `TCP_NODELAY` on every connection. Fails at once (`InvalidInput`) when
+/// `opts.controls` holds a control that cannot be used.
 pub async fn serve(
     listener: TcpListener,
     opts: MockOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    run(listener, Arc::new(State::new(opts)), shutdown).await
+    run(listener, Arc::new(State::new(opts)?), shutdown).await
 }
 
 async fn run(
@@ -203,11 +226,12 @@ pub struct MockUpstream {
 }
 
 impl MockUpstream {
-    /// Binds `127.0.0.1:0` and starts serving.
+    /// Binds `127.0.0.1:0` and starts serving; fails (`InvalidInput`) when
+    /// `opts.controls` holds a control that cannot be used.
     pub async fn start(opts: MockOptions) -> std::io::Result<MockUpstream> {
+        let state = Arc::new(State::new(opts)?);
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let addr = listener.local_addr()?;
-        let state = Arc::new(State::new(opts));
         let server = tokio::spawn(run(
             listener,
             Arc::clone(&state),

@@ -80,7 +80,8 @@ impl ApiError {
         }
     }
 
-    /// The error a client asked for with `x-mock-status`; its type fits the status.
+    /// The error a client asked for with `x-mock-status` (or implied by
+    /// `x-mock-fail-times` / `x-mock-fail-rate`); its type fits the status.
     pub(crate) fn injected(status: StatusCode, retry_after: Option<HeaderValue>) -> Self {
         let (kind, code) = if status == StatusCode::TOO_MANY_REQUESTS {
             ("rate_limit_error", Some("rate_limit_exceeded"))
@@ -91,7 +92,7 @@ impl ApiError {
         };
         Self {
             status,
-            message: format!("Mock upstream answered {status} as asked by x-mock-status."),
+            message: format!("Mock upstream answered {status} as asked by its x-mock controls."),
             kind,
             param: None,
             code,

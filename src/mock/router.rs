@@ -1,7 +1,7 @@
 //! One request through the mock: count and optionally record it, read its body, apply
-//! the `x-mock-*` controls, dispatch by path, and add OpenAI's response headers.
+//! the `x-mock-*` controls (timing and faults), dispatch by path, and add OpenAI's
+//! response headers.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -12,9 +12,10 @@ use http::{HeaderName, HeaderValue, Method, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::body::MockBody;
+use super::body::{End, MockBody};
 use super::controls::{Controls, Fault};
 use super::echo::{self, BodyDigest};
+use super::fault::{self, Dropped, KeyHasher};
 use super::reply::ApiError;
 use super::synth::Fnv;
 use super::{State, chat, completions, embeddings, models, responses};
@@ -22,6 +23,8 @@ use super::{State, chat, completions, embeddings, models, responses};
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const PROCESSING_MS: HeaderName = HeaderName::from_static("openai-processing-ms");
 const OPENAI_VERSION: HeaderName = HeaderName::from_static("openai-version");
+/// The retry hint OpenAI sends beside `Retry-After`, in milliseconds.
+const RETRY_AFTER_MS: HeaderName = HeaderName::from_static("retry-after-ms");
 
 /// What a request is asking for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,11 +67,12 @@ impl<'a> Route<'a> {
     }
 }
 
-/// Answers one request; failures become OpenAI-shaped error responses.
+/// Answers one request; failures become OpenAI-shaped error responses, and
+/// `x-mock-fault: drop` the error that makes hyper close the connection unanswered.
 pub(crate) async fn handle(
     state: Arc<State>,
     req: Request<Incoming>,
-) -> Result<Response<MockBody>, Infallible> {
+) -> Result<Response<MockBody>, Dropped> {
     let started = Instant::now();
     let seq = state.requests.fetch_add(1, Ordering::Relaxed);
     let request_id = req
@@ -76,9 +80,11 @@ pub(crate) async fn handle(
         .get(&X_REQUEST_ID)
         .cloned()
         .unwrap_or_else(new_request_id);
-    let mut response = answer(&state, seq, req)
-        .await
-        .unwrap_or_else(ApiError::into_response);
+    let mut response = match answer(&state, seq, req).await {
+        Ok(response) => response,
+        Err(Refusal::Error(error)) => error.into_response(),
+        Err(Refusal::Drop) => return Err(Dropped),
+    };
     let headers = response.headers_mut();
     headers.insert(X_REQUEST_ID, request_id);
     let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -87,15 +93,37 @@ pub(crate) async fn handle(
     Ok(response)
 }
 
+/// A request answered other than normally.
+enum Refusal {
+    /// An error answer.
+    Error(ApiError),
+    /// No answer at all.
+    Drop,
+}
+
+impl From<ApiError> for Refusal {
+    fn from(error: ApiError) -> Self {
+        Self::Error(error)
+    }
+}
+
 async fn answer(
     state: &State,
     seq: usize,
     req: Request<Incoming>,
-) -> Result<Response<MockBody>, ApiError> {
+) -> Result<Response<MockBody>, Refusal> {
     let (parts, body) = req.into_parts();
     let route = Route::of(&parts.method, parts.uri.path());
+    let controls = Controls::from_headers(&parts.headers, &state.opts);
+    // Counting by `x-mock-fail-times` needs the fault key, which may cover the body.
+    let mut key = match &controls {
+        Ok(c) if c.fault.is_some() && c.when.times.is_some() => {
+            Some(KeyHasher::new(&c.when, &parts))
+        }
+        _ => None,
+    };
     let keep = state.opts.record || route.parses_body();
-    let (bytes, digest) = read_body(body, keep, route == Route::Echo)
+    let (bytes, digest) = read_body(body, keep, route == Route::Echo, key.as_mut())
         .await
         .map_err(|e| {
             ApiError::invalid_request(format!("could not read the request body: {e}"), None)
@@ -104,24 +132,41 @@ async fn answer(
         state.record(seq, &parts, bytes.clone());
     }
     if route == Route::NotFound {
-        return Err(ApiError::invalid_url(&parts.method, parts.uri.path()));
+        return Err(ApiError::invalid_url(&parts.method, parts.uri.path()).into());
     }
 
-    let controls = Controls::from_headers(&parts.headers, &state.opts)
-        .map_err(|e| ApiError::invalid_request(e.to_string(), None))?;
+    let controls = controls.map_err(|e| ApiError::invalid_request(e.to_string(), None))?;
+    let fault = controls.fault.as_ref().filter(|_| {
+        fault::applies(
+            &controls.when,
+            key.as_ref().map(KeyHasher::finish),
+            &state.faults,
+        )
+    });
     if !controls.latency.is_zero() {
         tokio::time::sleep(controls.latency).await;
     }
-    if let Some(fault) = &controls.fault {
-        return Err(match fault {
-            Fault::Status {
-                status,
-                retry_after,
-            } => ApiError::injected(*status, retry_after.clone()),
-        });
-    }
+    let cut = match fault {
+        None => None,
+        Some(Fault::Status {
+            status,
+            retry_after,
+            retry_after_ms,
+        }) => {
+            let mut response = ApiError::injected(*status, retry_after.clone()).into_response();
+            if let Some(ms) = retry_after_ms {
+                response.headers_mut().insert(RETRY_AFTER_MS, ms.clone());
+            }
+            return Ok(response);
+        }
+        Some(Fault::Drop) => return Err(Refusal::Drop),
+        // Dropped, and the connection with it, when the client goes away.
+        Some(Fault::Hang) => return std::future::pending().await,
+        Some(Fault::FailAfterChunks(events)) => Some((*events, End::Fail)),
+        Some(Fault::StallAfterChunks(events)) => Some((*events, End::Stall)),
+    };
 
-    match route {
+    let response = match route {
         Route::Chat => chat::handle(&bytes, &controls),
         Route::Completions => completions::handle(&bytes, &controls),
         Route::Embeddings => embeddings::handle(&bytes),
@@ -130,15 +175,22 @@ async fn answer(
         Route::Model(id) => models::retrieve(id),
         Route::Echo => echo::handle(&parts, digest),
         Route::NotFound => Err(ApiError::invalid_url(&parts.method, parts.uri.path())),
-    }
+    }?;
+    Ok(match cut {
+        // Only event streams are cut; whole answers go out as they are.
+        Some((events, end)) => response.map(|body| body.cut_after(events, end)),
+        None => response,
+    })
 }
 
-/// Reads the body to its end, counting it, hashing it when `hash`, and keeping the
-/// bytes only when `keep`, so large uploads stream through without being held.
+/// Reads the body to its end, counting it, hashing it when `hash`, feeding it to the
+/// fault `key` when given, and keeping the bytes only when `keep`, so large uploads
+/// stream through without being held.
 async fn read_body(
     mut body: Incoming,
     keep: bool,
     hash: bool,
+    mut key: Option<&mut KeyHasher>,
 ) -> Result<(Bytes, BodyDigest), hyper::Error> {
     let mut len = 0u64;
     let mut fnv = Fnv::new();
@@ -151,6 +203,9 @@ async fn read_body(
         len += data.len() as u64;
         if hash {
             fnv.update(&data);
+        }
+        if let Some(key) = key.as_deref_mut() {
+            key.update(&data);
         }
         if keep && !data.is_empty() {
             kept.push(data);

@@ -11,6 +11,7 @@ use super::*;
 
 mod chat;
 mod endpoints;
+mod faults;
 mod server;
 
 pub(super) fn install_crypto() {
