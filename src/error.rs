@@ -47,18 +47,28 @@ pub struct Mapping {
     pub source: ErrorSource,
 }
 
+/// A [`Mapping`] from its parts, in field order.
+const fn m(
+    status: StatusCode,
+    kind: &'static str,
+    code: &'static str,
+    retry_after: Option<u32>,
+    source: ErrorSource,
+) -> Mapping {
+    Mapping {
+        status,
+        kind,
+        code,
+        retry_after,
+        source,
+    }
+}
+
 impl Error {
     /// Status, error type and code of this error. Exhaustive on purpose: a new
     /// variant does not compile until it has an answer.
     pub fn mapping(&self) -> Mapping {
         use ErrorSource::{Client, Internal, Upstream};
-        let m = |status, kind, code, retry_after, source| Mapping {
-            status,
-            kind,
-            code,
-            retry_after,
-            source,
-        };
         match self {
             Error::Ingress(e) => match e {
                 IngressError::InvalidJson(_) => m(
@@ -172,13 +182,6 @@ impl Error {
 /// How an upstream error becomes an answer.
 fn upstream(e: &UpstreamError) -> Mapping {
     use ErrorSource::{Client, Upstream};
-    let m = |status, kind, code, retry_after, source| Mapping {
-        status,
-        kind,
-        code,
-        retry_after,
-        source,
-    };
     match e {
         UpstreamError::Connect { .. } => m(
             StatusCode::BAD_GATEWAY,

@@ -32,17 +32,23 @@ async fn harness(tweak: impl FnOnce(&mut Config)) -> Harness {
     .await
 }
 
-/// A unique fault key, so counters of `x-mock-fail-times` never collide.
-fn key(name: &str) -> String {
-    format!("{name}-{}", fastrand::u64(..))
-}
-
 async fn post(url: &str, body: &Value, headers: &[(&str, &str)]) -> reqwest::Response {
     let mut request = http().post(url).json(body);
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
     request.send().await.unwrap()
+}
+
+/// POSTs `body` to sluice's chat endpoint with `fault` applied to the first
+/// `times` upstream requests of a key of its own; later ones are served.
+async fn flaky(h: &Harness, body: &Value, fault: &[(&str, &str)], times: u32) -> reqwest::Response {
+    let key = format!("{}", fastrand::u64(..));
+    let times = times.to_string();
+    let mut headers = fault.to_vec();
+    headers.push(("x-mock-fail-times", &times));
+    headers.push(("x-mock-fault-key", &key));
+    post(&h.url("/v1/chat/completions"), body, &headers).await
 }
 
 fn attempts(response: &reqwest::Response) -> u32 {
@@ -82,17 +88,12 @@ fn events(body: &[u8]) -> (Vec<String>, Option<Value>) {
 #[tokio::test]
 async fn a_429_with_retry_after_is_waited_out_then_served() {
     let h = harness(|_| {}).await;
-    let k = key("429");
     let started = Instant::now();
-    let response = post(
-        &h.url("/v1/chat/completions"),
+    let response = flaky(
+        &h,
         &chat("busy?"),
-        &[
-            ("x-mock-status", "429"),
-            ("x-mock-retry-after", "1"),
-            ("x-mock-fail-times", "1"),
-            ("x-mock-fault-key", &k),
-        ],
+        &[("x-mock-status", "429"), ("x-mock-retry-after", "1")],
+        1,
     )
     .await;
     assert_eq!(response.status(), 200);
@@ -102,32 +103,22 @@ async fn a_429_with_retry_after_is_waited_out_then_served() {
     assert_eq!(h.mock.request_count(), 2);
 
     // retry-after-ms (OpenAI's) and an HTTP date are honoured too.
-    let k = key("429ms");
     let started = Instant::now();
-    let response = post(
-        &h.url("/v1/chat/completions"),
+    let response = flaky(
+        &h,
         &chat("busy in ms?"),
-        &[
-            ("x-mock-status", "429"),
-            ("x-mock-retry-after-ms", "300"),
-            ("x-mock-fail-times", "1"),
-            ("x-mock-fault-key", &k),
-        ],
+        &[("x-mock-status", "429"), ("x-mock-retry-after-ms", "300")],
+        1,
     )
     .await;
     assert_eq!(response.status(), 200);
     assert!(started.elapsed() >= Duration::from_millis(290));
-    let k = key("429date");
     let date = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(2));
-    let response = post(
-        &h.url("/v1/chat/completions"),
+    let response = flaky(
+        &h,
         &chat("busy until?"),
-        &[
-            ("x-mock-status", "429"),
-            ("x-mock-retry-after", &date),
-            ("x-mock-fail-times", "1"),
-            ("x-mock-fault-key", &k),
-        ],
+        &[("x-mock-status", "429"), ("x-mock-retry-after", &date)],
+        1,
     )
     .await;
     assert_eq!(response.status(), 200);
@@ -155,17 +146,7 @@ async fn a_retry_after_past_the_deadline_returns_the_upstreams_answer_at_once() 
 #[tokio::test]
 async fn two_503s_then_200() {
     let h = harness(|_| {}).await;
-    let k = key("503");
-    let response = post(
-        &h.url("/v1/chat/completions"),
-        &chat("flaky"),
-        &[
-            ("x-mock-status", "503"),
-            ("x-mock-fail-times", "2"),
-            ("x-mock-fault-key", &k),
-        ],
-    )
-    .await;
+    let response = flaky(&h, &chat("flaky"), &[("x-mock-status", "503")], 2).await;
     assert_eq!(response.status(), 200);
     assert_eq!(attempts(&response), 3);
     assert_eq!(header(&response, "x-sluice-upstream"), "openai");
@@ -213,17 +194,7 @@ async fn other_client_errors_are_never_retried() {
 #[tokio::test]
 async fn a_dropped_connection_is_retried() {
     let h = harness(|_| {}).await;
-    let k = key("drop");
-    let response = post(
-        &h.url("/v1/chat/completions"),
-        &chat("reset"),
-        &[
-            ("x-mock-fault", "drop"),
-            ("x-mock-fail-times", "1"),
-            ("x-mock-fault-key", &k),
-        ],
-    )
-    .await;
+    let response = flaky(&h, &chat("reset"), &[("x-mock-fault", "drop")], 1).await;
     assert_eq!(response.status(), 200);
     assert_eq!(attempts(&response), 2);
 }
@@ -328,15 +299,11 @@ async fn a_stream_failing_after_three_chunks_ends_with_an_error_event() {
 #[tokio::test]
 async fn a_stream_failing_before_its_first_chunk_is_retried() {
     let h = harness(|_| {}).await;
-    let k = key("early");
-    let response = post(
-        &h.url("/v1/chat/completions"),
+    let response = flaky(
+        &h,
         &chat_stream("early break"),
-        &[
-            ("x-mock-fail-after-chunks", "0"),
-            ("x-mock-fail-times", "1"),
-            ("x-mock-fault-key", &k),
-        ],
+        &[("x-mock-fail-after-chunks", "0")],
+        1,
     )
     .await;
     assert_eq!(response.status(), 200);
@@ -370,15 +337,11 @@ async fn a_stalled_stream_ends_within_the_idle_timeout() {
 #[tokio::test]
 async fn a_stream_silent_before_its_first_chunk_is_retried() {
     let h = harness(|c| c.upstreams[0].first_byte_timeout = Duration::from_millis(300)).await;
-    let k = key("silent");
-    let response = post(
-        &h.url("/v1/chat/completions"),
+    let response = flaky(
+        &h,
         &chat_stream("silent start"),
-        &[
-            ("x-mock-stall-after-chunks", "0"),
-            ("x-mock-fail-times", "1"),
-            ("x-mock-fault-key", &k),
-        ],
+        &[("x-mock-stall-after-chunks", "0")],
+        1,
     )
     .await;
     assert_eq!(response.status(), 200);

@@ -360,20 +360,8 @@ mod tests {
     use super::*;
 
     fn upstreams(specs: &[(&str, &[&str])]) -> Upstreams {
-        let upstreams = specs
-            .iter()
-            .map(|(name, models)| UpstreamConfig {
-                name: (*name).to_owned(),
-                base_url: format!("http://127.0.0.1:9/{name}/v1"),
-                models: models.iter().map(|m| (*m).to_owned()).collect(),
-                ..UpstreamConfig::default()
-            })
-            .collect();
-        let config = Config {
-            upstreams,
-            ..Config::default()
-        };
-        Upstreams::from_config(&config).unwrap_or_else(|e| panic!("{e}"))
+        let weighted: Vec<_> = specs.iter().map(|(n, m)| (*n, *m, 1)).collect();
+        self::weighted(&weighted)
     }
 
     fn name(u: &Upstreams, model: Option<&str>) -> Option<String> {
