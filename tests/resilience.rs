@@ -297,23 +297,6 @@ async fn a_stream_failing_after_three_chunks_ends_with_an_error_event() {
 }
 
 #[tokio::test]
-async fn a_stream_failing_before_its_first_chunk_is_retried() {
-    let h = harness(|_| {}).await;
-    let response = flaky(
-        &h,
-        &chat_stream("early break"),
-        &[("x-mock-fail-after-chunks", "0")],
-        1,
-    )
-    .await;
-    assert_eq!(response.status(), 200);
-    assert_eq!(attempts(&response), 2);
-    let (data, error) = events(&response.bytes().await.unwrap());
-    assert!(error.is_none());
-    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
-}
-
-#[tokio::test]
 async fn a_stalled_stream_ends_within_the_idle_timeout() {
     let h = harness(|c| c.upstreams[0].idle_timeout = Duration::from_millis(300)).await;
     let started = Instant::now();
@@ -335,20 +318,16 @@ async fn a_stalled_stream_ends_within_the_idle_timeout() {
 }
 
 #[tokio::test]
-async fn a_stream_silent_before_its_first_chunk_is_retried() {
+async fn a_stream_failing_or_silent_before_its_first_chunk_is_retried() {
     let h = harness(|c| c.upstreams[0].first_byte_timeout = Duration::from_millis(300)).await;
-    let response = flaky(
-        &h,
-        &chat_stream("silent start"),
-        &[("x-mock-stall-after-chunks", "0")],
-        1,
-    )
-    .await;
-    assert_eq!(response.status(), 200);
-    assert_eq!(attempts(&response), 2);
-    let (data, error) = events(&response.bytes().await.unwrap());
-    assert!(error.is_none());
-    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    for fault in ["x-mock-fail-after-chunks", "x-mock-stall-after-chunks"] {
+        let response = flaky(&h, &chat_stream(fault), &[(fault, "0")], 1).await;
+        assert_eq!(response.status(), 200, "{fault}");
+        assert_eq!(attempts(&response), 2, "{fault}");
+        let (data, error) = events(&response.bytes().await.unwrap());
+        assert!(error.is_none(), "{fault}");
+        assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{fault}");
+    }
 }
 
 /// A mock whose every request gets `controls` unless it says otherwise.
