@@ -32,6 +32,9 @@ pub enum ErrorSource {
     Upstream,
     /// sluice itself: overload, shutdown, a bug.
     Internal,
+    /// Every upstream for the request is out of rotation (breaker open, or
+    /// resting after a 429): answered at once, logged when the breaker opened.
+    OutOfRotation,
 }
 
 /// How an error becomes an HTTP answer.
@@ -224,7 +227,7 @@ fn upstream(e: &UpstreamError) -> Mapping {
                     "rate_limit_error",
                     "upstream_rate_limited",
                     Some(seconds),
-                    Upstream,
+                    ErrorSource::OutOfRotation,
                 )
             } else {
                 m(
@@ -232,7 +235,7 @@ fn upstream(e: &UpstreamError) -> Mapping {
                     "upstream_error",
                     "upstream_unavailable",
                     Some(seconds),
-                    Upstream,
+                    ErrorSource::OutOfRotation,
                 )
             }
         }

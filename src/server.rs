@@ -104,6 +104,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let lifecycle = Arc::new(Lifecycle::default());
     let settings = Settings::from(&config);
     let shared = Shared::new(&config, &settings, lifecycle.clone());
+    // The token encoder loads in tens of milliseconds: off the request path,
+    // so the first requests do not wait for it.
+    let encoding = config.tokens.fallback_encoding;
+    let loader = std::thread::Builder::new().name("sluice-tokens-load".into());
+    if let Err(error) = loader.spawn(move || {
+        let _ = encoding.tokenizer();
+    }) {
+        tracing::debug!(%error, "token encoder loads on first use instead");
+    }
     // Every worker's clients are built here so a bad upstream fails the
     // start, not a thread; their health is one for all workers.
     let upstreams = (0..workers)

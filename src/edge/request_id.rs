@@ -129,6 +129,11 @@ fn log_error(span: &Span, error: &Error) {
     span.in_scope(|| match mapping.source {
         ErrorSource::Internal => tracing::warn!(status, %error, "request failed inside sluice"),
         ErrorSource::Upstream => tracing::warn!(status, %error, "upstream failed"),
+        // The breaker said so once when it opened; one line per turned-away
+        // request would flood the log during an outage.
+        ErrorSource::OutOfRotation => {
+            tracing::debug!(status, %error, "no upstream in rotation");
+        }
         ErrorSource::Client => tracing::info!(status, %error, "bad request"),
     });
 }
