@@ -27,9 +27,7 @@ use super::relay::Relay;
 use super::retry::{Reason, RetrySettings};
 use super::{Upstream, UpstreamError};
 use crate::body::{self, Body};
-use crate::observe::{
-    UPSTREAM_ATTEMPTS_TOTAL, UPSTREAM_DURATION, UPSTREAM_REQUESTS_TOTAL, status_label,
-};
+use crate::observe::{UPSTREAM_ATTEMPTS_TOTAL, UPSTREAM_REQUESTS_TOTAL, status_label};
 use crate::openai::ApiRequest;
 
 /// Error bodies of retryable answers are read up to this size (OpenAI's are
@@ -152,11 +150,14 @@ async fn attempt(
     };
     let took = started.elapsed();
     upstream.health.observe_latency(took);
-    metrics::histogram!(UPSTREAM_DURATION, "upstream" => upstream.label.clone())
-        .record(took.as_secs_f64());
+    upstream.hot.duration.record(took.as_secs_f64());
     let status = answer.status();
-    metrics::counter!(UPSTREAM_REQUESTS_TOTAL, "upstream" => upstream.label.clone(), "status" => status_label(status))
-        .increment(1);
+    if status == StatusCode::OK {
+        upstream.hot.status_200.increment(1);
+    } else {
+        metrics::counter!(UPSTREAM_REQUESTS_TOTAL, "upstream" => upstream.label.clone(), "status" => status_label(status))
+            .increment(1);
+    }
 
     let (mut parts, incoming) = answer.into_parts();
     strip_response_headers(&mut parts.headers);
@@ -203,14 +204,11 @@ async fn attempt(
         }
     }
     record(upstream, status);
-    count_attempt(
-        upstream,
-        if status.is_success() {
-            "success"
-        } else {
-            "status"
-        },
-    );
+    if status.is_success() {
+        upstream.hot.success.increment(1);
+    } else {
+        count_attempt(upstream, "status");
+    }
     Ok(Response::from_parts(parts, body::boxed(relay)))
 }
 

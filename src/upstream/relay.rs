@@ -23,7 +23,6 @@ use super::Upstream;
 use super::forward::{count_error, root_cause};
 use super::health::Outcome;
 use crate::body::BoxError;
-use crate::observe::UPSTREAM_FIRST_BYTE_DURATION;
 use crate::openai::error::ErrorBody;
 
 pub struct Relay {
@@ -95,7 +94,9 @@ impl Relay {
     fn saw_first_byte(&mut self) {
         if !self.first_byte_seen {
             self.first_byte_seen = true;
-            metrics::histogram!(UPSTREAM_FIRST_BYTE_DURATION, "upstream" => self.upstream.label.clone())
+            self.upstream
+                .hot
+                .first_byte
                 .record(self.started.elapsed().as_secs_f64());
         }
     }
