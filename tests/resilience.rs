@@ -51,6 +51,21 @@ async fn flaky(h: &Harness, body: &Value, fault: &[(&str, &str)], times: u32) ->
     post(&h.url("/v1/chat/completions"), body, &headers).await
 }
 
+/// sluice's `/readyz` body; upstream health never makes sluice unready.
+async fn readyz(sluice: &Running) -> Value {
+    let ready = http()
+        .get(format!("http://{}/readyz", sluice.addr()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ready.status(),
+        200,
+        "upstream health never makes sluice unready"
+    );
+    ready.json().await.unwrap()
+}
+
 fn attempts(response: &reqwest::Response) -> u32 {
     response.headers()["x-sluice-attempts"]
         .to_str()
@@ -415,13 +430,7 @@ async fn a_429_to_sluices_own_key_takes_the_upstream_out_of_rotation() {
     assert_eq!(header(&response, "x-sluice-upstream"), "secondary");
     assert_eq!(primary.request_count(), 1);
     // /readyz says so, and stays 200.
-    let ready = http()
-        .get(format!("http://{}/readyz", sluice.addr()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 200);
-    let ready: Value = ready.json().await.unwrap();
+    let ready = readyz(&sluice).await;
     assert_eq!(ready["upstreams"][0]["name"], "primary");
     assert_eq!(ready["upstreams"][0]["available"], false);
     assert_eq!(ready["upstreams"][1]["available"], true);
@@ -445,17 +454,7 @@ async fn the_breaker_opens_and_closes() {
     .await;
     let url = format!("http://{}/v1/chat/completions", sluice.addr());
     let ready = || async {
-        let ready = http()
-            .get(format!("http://{}/readyz", sluice.addr()))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            ready.status(),
-            200,
-            "upstream health never makes sluice unready"
-        );
-        let ready: Value = ready.json().await.unwrap();
+        let ready = readyz(&sluice).await;
         ready["upstreams"][0]["breaker"]
             .as_str()
             .unwrap_or("")

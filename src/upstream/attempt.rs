@@ -134,17 +134,7 @@ async fn attempt(
         Err(_) => return Err(timed_out(upstream)),
         Ok(Err(error)) => {
             let (error, retryable) = classify(upstream, &error, body_limit);
-            if retryable.is_some() {
-                upstream
-                    .health
-                    .record(Outcome::Failure, std::time::Instant::now());
-            }
-            count_attempt(upstream, retryable.map_or("error", Reason::label));
-            return Err(AttemptError {
-                error,
-                retryable,
-                attempts: 1,
-            });
+            return Err(failed(upstream, error, retryable));
         }
         Ok(Ok(answer)) => answer,
     };
@@ -187,18 +177,11 @@ async fn attempt(
         match tokio::time::timeout_at(first_byte_by, relay.first_chunk()).await {
             Err(_) => return Err(timed_out(upstream)),
             Ok(Err(reason)) => {
-                upstream
-                    .health
-                    .record(Outcome::Failure, std::time::Instant::now());
-                count_attempt(upstream, Reason::Reset.label());
-                return Err(AttemptError {
-                    error: UpstreamError::Failed {
-                        upstream: upstream.name.clone(),
-                        reason,
-                    },
-                    retryable: Some(Reason::Reset),
-                    attempts: 1,
-                });
+                let error = UpstreamError::Failed {
+                    upstream: upstream.name.clone(),
+                    reason,
+                };
+                return Err(failed(upstream, error, Some(Reason::Reset)));
             }
             Ok(Ok(())) => {}
         }
@@ -252,16 +235,25 @@ fn build(upstream: &Upstream, prepared: &Prepared) -> Result<http::Request<Body>
 }
 
 fn timed_out(upstream: &Upstream) -> AttemptError {
-    upstream
-        .health
-        .record(Outcome::Failure, std::time::Instant::now());
     super::forward::count_error(upstream, "timeout");
-    count_attempt(upstream, Reason::Timeout.label());
+    let error = UpstreamError::Timeout {
+        upstream: upstream.name.clone(),
+    };
+    failed(upstream, error, Some(Reason::Timeout))
+}
+
+/// A failed attempt, counted; one another try could help is also a failure
+/// of the upstream for its breaker.
+fn failed(upstream: &Upstream, error: UpstreamError, retryable: Option<Reason>) -> AttemptError {
+    if retryable.is_some() {
+        upstream
+            .health
+            .record(Outcome::Failure, std::time::Instant::now());
+    }
+    count_attempt(upstream, retryable.map_or("error", Reason::label));
     AttemptError {
-        error: UpstreamError::Timeout {
-            upstream: upstream.name.clone(),
-        },
-        retryable: Some(Reason::Timeout),
+        error,
+        retryable,
         attempts: 1,
     }
 }

@@ -204,7 +204,7 @@ impl Health {
             // Late outcomes of requests sent before the breaker opened.
             (Breaker::Open { .. }, _) => {}
             (Breaker::Closed, outcome) => {
-                let second = now.saturating_duration_since(self.epoch).as_secs();
+                let second = self.second(now);
                 let len = state.buckets.len() as u64;
                 let index = usize::try_from(second % len).unwrap_or(0);
                 let bucket = &mut state.buckets[index];
@@ -228,16 +228,15 @@ impl Health {
 
     /// Whether the outcomes of the last `window` open the breaker.
     fn tripped(&self, buckets: &[Bucket], now_second: u64) -> bool {
-        let oldest = now_second.saturating_sub(buckets.len() as u64 - 1);
-        let (ok, failed) = buckets
-            .iter()
-            .filter(|b| b.second >= oldest && b.second <= now_second)
-            .fold((0u64, 0u64), |(ok, failed), b| {
-                (ok + u64::from(b.ok), failed + u64::from(b.failed))
-            });
+        let (ok, failed) = recent(buckets, now_second);
         let total = ok + failed;
         total >= u64::from(self.config.min_requests)
             && failed as f64 >= self.config.failure_ratio * total as f64
+    }
+
+    /// Seconds since the health was made: what buckets are keyed by.
+    fn second(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_secs()
     }
 
     fn set(&self, state: &mut State, breaker: Breaker) {
@@ -296,17 +295,7 @@ impl Health {
     /// What `/readyz` shows about this upstream.
     pub fn report(&self, now: Instant) -> Report {
         let state = self.lock();
-        let oldest = now
-            .saturating_duration_since(self.epoch)
-            .as_secs()
-            .saturating_sub(state.buckets.len() as u64 - 1);
-        let (ok, failed) = state
-            .buckets
-            .iter()
-            .filter(|b| b.second >= oldest)
-            .fold((0u64, 0u64), |(ok, failed), b| {
-                (ok + u64::from(b.ok), failed + u64::from(b.failed))
-            });
+        let (ok, failed) = recent(&state.buckets, self.second(now));
         let out_until = self.out_until(&state, now);
         Report {
             name: self.label.to_string(),
@@ -320,6 +309,17 @@ impl Health {
             latency_ms: (self.latency_us() / 10.0).round() / 100.0,
         }
     }
+}
+
+/// Successes and failures counted in the window ending at `now_second`.
+fn recent(buckets: &[Bucket], now_second: u64) -> (u64, u64) {
+    let oldest = now_second.saturating_sub(buckets.len() as u64 - 1);
+    buckets
+        .iter()
+        .filter(|b| (oldest..=now_second).contains(&b.second))
+        .fold((0, 0), |(ok, failed), b| {
+            (ok + u64::from(b.ok), failed + u64::from(b.failed))
+        })
 }
 
 fn state_of(breaker: Breaker) -> BreakerState {

@@ -49,9 +49,9 @@ const BUDGET_MIN_PER_SECOND: u32 = 1;
 /// The `[retry]` settings, shared by every request of every worker.
 #[derive(Debug)]
 pub struct RetrySettings {
-    pub max_retries: u32,
-    pub base_delay: Duration,
-    pub max_delay: Duration,
+    max_retries: u32,
+    base_delay: Duration,
+    max_delay: Duration,
     /// `retry_on` as a lookup table over 100..=599.
     retry_on: [bool; 600],
     budget: TpsBudget,

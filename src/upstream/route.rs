@@ -172,12 +172,6 @@ impl Upstreams {
         self.list.iter()
     }
 
-    /// Whether some upstream serves `model` (any upstream serves requests
-    /// without one).
-    pub fn serves(&self, model: Option<&str>) -> bool {
-        self.candidate_groups(model).next().is_some()
-    }
-
     /// The groups that may serve `model`, in order.
     fn candidate_groups<'a>(
         &'a self,
@@ -419,8 +413,6 @@ mod tests {
             u.first(Some("llama"), Instant::now()),
             Err(UpstreamError::NoRoute { .. })
         ));
-        assert!(!u.serves(Some("llama")));
-        assert!(u.serves(None));
         assert_eq!(name(&u, None).as_deref(), Some("openai"));
     }
 

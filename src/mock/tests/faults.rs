@@ -415,11 +415,7 @@ async fn hung_and_stalled_answers_end_when_the_client_leaves() {
 #[tokio::test]
 async fn faults_over_h2() {
     let mock = start(MockOptions::default()).await;
-    install_crypto();
-    let client = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .build()
-        .unwrap();
+    let client = h2c();
     let send = |header: &'static str, value: &'static str| {
         client
             .post(format!("{}/chat/completions", mock.base_url()))

@@ -34,6 +34,15 @@ pub(super) fn http() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// A client speaking HTTP/2 without TLS (prior knowledge), as h2c upstreams are reached.
+pub(super) fn h2c() -> reqwest::Client {
+    install_crypto();
+    reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap()
+}
+
 pub(super) async fn start(opts: MockOptions) -> MockUpstream {
     MockUpstream::start(opts).await.unwrap()
 }

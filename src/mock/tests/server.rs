@@ -199,11 +199,7 @@ async fn openai_response_headers() {
 #[tokio::test]
 async fn serves_h2c() {
     let mock = start(MockOptions::default()).await;
-    install_crypto();
-    let client = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .build()
-        .unwrap();
+    let client = h2c();
     let mut streamed = chat_request("over h2");
     streamed["stream"] = json!(true);
     let resp = client
