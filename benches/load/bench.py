@@ -51,6 +51,71 @@ def cmd_render(a):
     sys.stdout.write(text)
 
 
+SERIES = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
+LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def prometheus_series(text):
+    """[(name, {label: value}, value)] of a Prometheus text page."""
+    out = []
+    for line in text.splitlines():
+        m = SERIES.match(line)
+        if not m or line.startswith("#"):
+            continue
+        try:
+            value = float(m.group(3))
+        except ValueError:
+            continue
+        out.append((m.group(1), dict(LABEL.findall(m.group(2) or "")), value))
+    return out
+
+
+def cmd_meta(a):
+    """meta.json for the report: KEY=VALUE pairs (KEY:int=N for a number,
+    KEY:pairs=TEXT for tab-separated key/title lines) and the notes file's lines."""
+    meta = {}
+    for item in a.set:
+        key, _, value = item.partition("=")
+        key, _, kind = key.partition(":")
+        if kind == "int":
+            value = int(value)
+        elif kind == "pairs":
+            value = [line.split("\t", 1) for line in value.splitlines() if line]
+        meta[key] = value
+    with open(a.notes) as f:
+        meta["notes"] = [line for line in f.read().splitlines() if line]
+    with open(a.out, "w") as f:
+        json.dump(meta, f, indent=1)
+
+
+def read_report_inputs(a):
+    """The meta.json and the runs (one JSON object a line) a report is made of."""
+    with open(a.meta) as f:
+        meta = json.load(f)
+    with open(a.runs) as f:
+        runs = [json.loads(line) for line in f if line.strip()]
+    return meta, runs
+
+
+def report_head(title, meta):
+    """The report's title and the lines saying where, what and how it ran."""
+    out = [f"## {title}, {meta['date']}", ""]
+    for key in ("machine", "versions", "settings"):
+        out.append(f"- {key}: {meta[key]}")
+    out.append(f"- command: `{meta['command']}`")
+    out.append(f"- oha, closed loop: `{meta['oha_closed']}`")
+    out.append(f"- oha, fixed rate: `{meta['oha_rate']}`")
+    return out
+
+
+def write_report(path, out):
+    """Saves the report as Markdown and prints it."""
+    text = "\n".join(out)
+    with open(path, "w") as f:
+        f.write(text)
+    print(text)
+
+
 def load_oha(path):
     with open(path) as f:
         return json.load(f)
@@ -227,20 +292,8 @@ def table(scenario, title, runs):
 
 
 def cmd_report(a):
-    with open(a.meta) as f:
-        meta = json.load(f)
-    runs = []
-    with open(a.runs) as f:
-        for line in f:
-            if line.strip():
-                runs.append(json.loads(line))
-    out = [f"## sluice load benchmark, {meta['date']}", ""]
-    out.append(f"- machine: {meta['machine']}")
-    out.append(f"- versions: {meta['versions']}")
-    out.append(f"- settings: {meta['settings']}")
-    out.append(f"- command: `{meta['command']}`")
-    out.append(f"- oha, closed loop: `{meta['oha_closed']}`")
-    out.append(f"- oha, fixed rate: `{meta['oha_rate']}`")
+    meta, runs = read_report_inputs(a)
+    out = report_head("sluice load benchmark", meta)
     out.append(
         "- figures are medians across rounds; success is the worst round; added latency is "
         "the difference of the medians; CPU is utime+stime of every process of the proxy "
@@ -302,10 +355,7 @@ def cmd_report(a):
         out.append("")
         out += [f"- {n}" for n in meta["notes"]]
         out.append("")
-    text = "\n".join(out)
-    with open(a.md, "w") as f:
-        f.write(text)
-    print(text)
+    write_report(a.md, out)
 
 
 def add_record_parser(sub):
@@ -351,6 +401,12 @@ def main():
     s.add_argument("--listen-overflows", type=int)
     s.add_argument("--listen-backlog", type=int)
     s.set_defaults(fn=cmd_streams)
+
+    mt = sub.add_parser("meta")
+    mt.add_argument("--out", required=True)
+    mt.add_argument("--notes", required=True)
+    mt.add_argument("set", nargs="*", help="KEY=VALUE, KEY:int=N or KEY:pairs=TEXT")
+    mt.set_defaults(fn=cmd_meta)
 
     m = sub.add_parser("report")
     m.add_argument("--meta", required=True)

@@ -12,7 +12,6 @@ import contextlib
 import http.client
 import io
 import json
-import re
 import sys
 import threading
 import time
@@ -28,31 +27,18 @@ import bench  # noqa: E402
 ADDED_P99_TARGET_US = 50.0
 THROUGHPUT_TARGET = 0.80
 
-SERIES = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
-LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
-
-
 def scrape(url):
     """{(name, frozenset(labels)): value} of a Prometheus text page."""
     with urllib.request.urlopen(url, timeout=10) as r:
         text = r.read().decode()
-    out = {}
-    for line in text.splitlines():
-        m = SERIES.match(line)
-        if not m or line.startswith("#"):
-            continue
-        labels = frozenset(LABEL.findall(m.group(2) or ""))
-        try:
-            out[(m.group(1), labels)] = float(m.group(3))
-        except ValueError:
-            pass
-    return out
+    return {(name, frozenset(labels.items())): value
+            for name, labels, value in bench.prometheus_series(text)}
 
 
 def pick(series, spec):
     """Sum of the series matching `name` or `name{k="v",...}` (0 when absent)."""
-    m = SERIES.match(spec + " 0")
-    name, want = m.group(1), set(LABEL.findall(m.group(2) or ""))
+    m = bench.SERIES.match(spec + " 0")
+    name, want = m.group(1), set(bench.LABEL.findall(m.group(2) or ""))
     return sum(v for (n, labels), v in series.items() if n == name and want <= labels)
 
 
@@ -146,16 +132,9 @@ def verdict(ok):
 
 
 def cmd_report(a):
-    with open(a.meta) as f:
-        meta = json.load(f)
-    runs = [json.loads(line) for line in open(a.runs) if line.strip()]
+    meta, runs = bench.read_report_inputs(a)
     names = {"sluice": "sluice, cache hit", "nginx": "nginx, static `return 200`"}
-    out = [f"## sluice cache-hit benchmark, {meta['date']}", ""]
-    for key in ("machine", "versions", "settings"):
-        out.append(f"- {key}: {meta[key]}")
-    out.append(f"- command: `{meta['command']}`")
-    out.append(f"- oha, closed loop: `{meta['oha_closed']}`")
-    out.append(f"- oha, fixed rate: `{meta['oha_rate']}`")
+    out = bench.report_head("sluice cache-hit benchmark", meta)
     out.append(
         "- figures are medians across rounds; success is the worst round; **hits** is the "
         "share of oha's requests that sluice counted as cache hits "
@@ -261,10 +240,7 @@ def cmd_report(a):
         out.append("")
     if meta.get("notes"):
         out += ["### notes", ""] + [f"- {n}" for n in meta["notes"]] + [""]
-    text = "\n".join(out)
-    with open(a.md, "w") as f:
-        f.write(text)
-    print(text)
+    bench.write_report(a.md, out)
 
 
 def main():

@@ -273,44 +273,19 @@ for name in upstream static; do
     fi
 done
 
-rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-dirty=$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo "+dirty" || true)
-cpu_model=$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)
 cmd="benches/load/cache.sh $*"
 [[ $QUICK == 1 ]] || cmd="DURATION=$DURATION ROUNDS=$ROUNDS ENTRIES=$ENTRIES $cmd"
 META=$OUT/meta.json
-printf '%s\n' "${NOTES[@]+"${NOTES[@]}"}" >"$OUT/notes.txt"
-export M_META=$META M_NOTES=$OUT/notes.txt M_SLUICE_IDLE_RSS=$SLUICE_IDLE_RSS M_COMMAND=$cmd
-export M_DATE M_MACHINE M_VERSIONS M_SETTINGS M_OHA_CLOSED M_OHA_RATE M_SCENARIOS
-M_DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
-M_MACHINE="$(nproc) CPUs ($cpu_model), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, Linux $(uname -r), shared with other work"
-M_VERSIONS="sluice $("$SLUICE" --version | awk '{ print $NF }') (git $rev$dirty), $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), $("$OHA" --version)"
-M_SETTINGS="$DURATION per run, $ROUNDS round(s), targets interleaved; sluice built-in defaults (memory cache on, scope key), log level warn, idle VmRSS $((SLUICE_IDLE_RSS / 1024)) MiB; nginx worker_processes $NGINX_WORKERS, static answer = fixtures/response.json ($(wc -c <"$HERE/fixtures/response.json") B)"
 eval "args=($(oha_args closed))"
-M_OHA_CLOSED="oha $(show_args "${args[@]}")URL"
+oha_closed="oha $(show_args "${args[@]}")URL"
 eval "args=($(oha_args rate))"
-M_OHA_RATE="oha $(show_args "${args[@]}")URL"
-M_SCENARIOS=$(for k in "${SCENARIOS[@]}"; do printf '%s\t%s\n' "$k" "${TITLE[$k]}"; done)
-python3 - <<'EOF_PY'
-import json, os
-e = os.environ
-with open(e["M_NOTES"]) as f:
-    notes = [line for line in f.read().splitlines() if line]
-meta = {
-    "date": e["M_DATE"],
-    "machine": e["M_MACHINE"],
-    "versions": e["M_VERSIONS"],
-    "settings": e["M_SETTINGS"],
-    "command": e["M_COMMAND"],
-    "oha_closed": e["M_OHA_CLOSED"],
-    "oha_rate": e["M_OHA_RATE"],
-    "scenarios": [line.split("\t", 1) for line in e["M_SCENARIOS"].splitlines() if line],
-    "sluice_idle_rss_kb": int(e["M_SLUICE_IDLE_RSS"]),
-    "notes": notes,
-}
-with open(e["M_META"], "w") as f:
-    json.dump(meta, f, indent=1)
-EOF_PY
+oha_rate="oha $(show_args "${args[@]}")URL"
+write_meta "$META" "command=$cmd" \
+    "versions=$(sluice_version), $(nginx_version), $("$OHA" --version)" \
+    "settings=$DURATION per run, $ROUNDS round(s), targets interleaved; sluice built-in defaults (memory cache on, scope key), log level warn, idle VmRSS $((SLUICE_IDLE_RSS / 1024)) MiB; nginx worker_processes $NGINX_WORKERS, static answer = fixtures/response.json ($(wc -c <"$HERE/fixtures/response.json") B)" \
+    "oha_closed=$oha_closed" "oha_rate=$oha_rate" \
+    "scenarios:pairs=$(for k in "${SCENARIOS[@]}"; do printf '%s\t%s\n' "$k" "${TITLE[$k]}"; done)" \
+    "sluice_idle_rss_kb:int=$SLUICE_IDLE_RSS"
 echo
 python3 "$HERE/cache.py" report --meta "$META" --runs "$RUNS" --memory "$MEMORY" --md "$OUT/summary.md"
 echo

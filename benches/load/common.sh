@@ -104,3 +104,29 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 }
+
+# ---------------------------------------------------------------- report
+# sluice_version: "sluice X.Y.Z (git REV[+dirty])" of the binary under test.
+sluice_version() {
+    local rev dirty=""
+    rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+    if git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null | grep -q .; then
+        dirty="+dirty"
+    fi
+    echo "sluice $("$SLUICE" --version | awk '{ print $NF }') (git $rev$dirty)"
+}
+
+# nginx_version: "nginx/1.x.y".
+nginx_version() { "$NGINX" -v 2>&1 | sed 's/^nginx version: //'; }
+
+# write_meta FILE KEY=VALUE...: the run's meta.json for the report (bench.py meta):
+# the given keys, the date, the machine and the lines of the NOTES array.
+write_meta() {
+    local file=$1 cpu machine
+    shift
+    cpu=$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)
+    machine="$(nproc) CPUs ($cpu), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, Linux $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg) at the end, shared with other work"
+    printf '%s\n' "${NOTES[@]+"${NOTES[@]}"}" >"$OUT/notes.txt"
+    python3 "$HERE/bench.py" meta --out "$file" --notes "$OUT/notes.txt" \
+        "date=$(date -u '+%Y-%m-%d %H:%M UTC')" "machine=$machine" "$@"
+}

@@ -11,34 +11,19 @@ Only the standard library, like bench.py.
 import argparse
 import json
 import math
-import re
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402
 
-SERIES = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
-LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 BREAKER = {0: "closed", 1: "half-open", 2: "open"}
 
 
 def parse_metrics(path):
     """[(name, {label: value}, value)] of a saved Prometheus text page."""
-    out = []
     with open(path) as f:
-        for line in f:
-            if line.startswith("#"):
-                continue
-            m = SERIES.match(line)
-            if not m:
-                continue
-            try:
-                value = float(m.group(3))
-            except ValueError:
-                continue
-            out.append((m.group(1), dict(LABEL.findall(m.group(2) or "")), value))
-    return out
+        return bench.prometheus_series(f.read())
 
 
 def total(series, name, where=lambda labels: True):
@@ -220,19 +205,8 @@ def table(mode, title, runs, max_retries):
 
 
 def cmd_report(a):
-    with open(a.meta) as f:
-        meta = json.load(f)
-    runs = []
-    with open(a.runs) as f:
-        for line in f:
-            if line.strip():
-                runs.append(json.loads(line))
-    out = [f"## sluice upstream failures benchmark, {meta['date']}", ""]
-    for key, name in (("machine", "machine"), ("versions", "versions"), ("settings", "settings")):
-        out.append(f"- {name}: {meta[key]}")
-    out.append(f"- command: `{meta['command']}`")
-    out.append(f"- oha, closed loop: `{meta['oha_closed']}`")
-    out.append(f"- oha, fixed rate: `{meta['oha_rate']}`")
+    meta, runs = bench.read_report_inputs(a)
+    out = bench.report_head("sluice upstream failures benchmark", meta)
     out.append(
         "- one run per (fail rate, mode, target); a fresh sluice for every run through it, a "
         "fresh mock per fail rate. 2xx = share of oha's answers with a 2xx status; latencies "
@@ -269,10 +243,7 @@ def cmd_report(a):
                          f"{r['error_kinds']}")
     if notes:
         out += ["### notes", ""] + [f"- {n}" for n in notes] + [""]
-    text = "\n".join(out)
-    with open(a.md, "w") as f:
-        f.write(text)
-    print(text)
+    bench.write_report(a.md, out)
 
 
 def main():

@@ -239,45 +239,18 @@ for f in "${FAIL_RATES[@]}"; do
 done
 
 # ---------------------------------------------------------------- report
-rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-dirty=""
-if git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null | grep -q .; then dirty="+dirty"; fi
-cpu_model=$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)
 cmd="benches/load/faults.sh${*:+ $*}"
 [[ $QUICK == 1 ]] || cmd="DURATION=$DURATION CONNS=$CONNS RATE=$RATE RATES='${FAIL_RATES[*]}' $cmd"
 META=$OUT/meta.json
-printf '%s\n' "${NOTES[@]+"${NOTES[@]}"}" >"$OUT/notes.txt"
-export M_META=$META M_NOTES=$OUT/notes.txt M_COMMAND=$cmd M_MAX_RETRIES=$MAX_RETRIES
-export M_DATE M_MACHINE M_VERSIONS M_SETTINGS M_OHA_CLOSED M_OHA_RATE M_MODES
-M_DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
-M_MACHINE="$(nproc) CPUs ($cpu_model), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, Linux $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg) at the end, shared with other work"
-M_VERSIONS="sluice $("$SLUICE" --version | awk '{ print $NF }') (git $rev$dirty), $("$OHA" --version)"
-M_SETTINGS="upstream: sluice mock-upstream --latency-ms $MOCK_LATENCY_MS --control 'x-mock-fail-rate: F' (a random share F answered 503 with an OpenAI error body); sluice built-in defaults, cache off, SLUICE_RETRY__BUDGET=$BUDGET, log level warn: [retry] max_retries $MAX_RETRIES, base_delay 200ms, max_delay 10s, full jitter, budget reserve $RESERVE_PER_S retry/s over ${BUDGET_WINDOW_S}s; [breaker] failure_ratio 0.5, min_requests 5, window 10s, cooldown 30s"
 eval "args=($(oha_args closed))"
-M_OHA_CLOSED="oha $(show_args "${args[@]}")URL"
+oha_closed="oha $(show_args "${args[@]}")URL"
 eval "args=($(oha_args rate))"
-M_OHA_RATE="oha $(show_args "${args[@]}")URL"
-M_MODES=$(for k in "${MODES[@]}"; do printf '%s\t%s\n' "$k" "${TITLE[$k]}"; done)
-python3 - <<'EOF_PY'
-import json, os
-e = os.environ
-with open(e["M_NOTES"]) as f:
-    notes = [line for line in f.read().splitlines() if line]
-meta = {
-    "date": e["M_DATE"],
-    "machine": e["M_MACHINE"],
-    "versions": e["M_VERSIONS"],
-    "settings": e["M_SETTINGS"],
-    "command": e["M_COMMAND"],
-    "oha_closed": e["M_OHA_CLOSED"],
-    "oha_rate": e["M_OHA_RATE"],
-    "modes": [line.split("\t", 1) for line in e["M_MODES"].splitlines() if line],
-    "max_retries": int(e["M_MAX_RETRIES"]),
-    "notes": notes,
-}
-with open(e["M_META"], "w") as f:
-    json.dump(meta, f, indent=1)
-EOF_PY
+oha_rate="oha $(show_args "${args[@]}")URL"
+write_meta "$META" "command=$cmd" "versions=$(sluice_version), $("$OHA" --version)" \
+    "settings=upstream: sluice mock-upstream --latency-ms $MOCK_LATENCY_MS --control 'x-mock-fail-rate: F' (a random share F answered 503 with an OpenAI error body); sluice built-in defaults, cache off, SLUICE_RETRY__BUDGET=$BUDGET, log level warn: [retry] max_retries $MAX_RETRIES, base_delay 200ms, max_delay 10s, full jitter, budget reserve $RESERVE_PER_S retry/s over ${BUDGET_WINDOW_S}s; [breaker] failure_ratio 0.5, min_requests 5, window 10s, cooldown 30s" \
+    "oha_closed=$oha_closed" "oha_rate=$oha_rate" \
+    "modes:pairs=$(for k in "${MODES[@]}"; do printf '%s\t%s\n' "$k" "${TITLE[$k]}"; done)" \
+    "max_retries:int=$MAX_RETRIES"
 echo
 python3 "$HERE/faults.py" report --meta "$META" --runs "$RUNS" --md "$OUT/summary.md"
 echo
