@@ -14,7 +14,7 @@ use sluice::cache::key::{self, Scope};
 use sluice::openai::{ApiRequest, Endpoint};
 
 const PATH: &str = "/v1/chat/completions";
-const CREDENTIAL: &[(&str, &[u8])] = &[("authorization", b"Bearer sk-bench-0123456789abcdef")];
+const CLIENT: &[u8; 32] = &[7; 32];
 
 /// The load benchmark's chat request: a system prompt and five turns.
 const SMALL: &[u8] = include_bytes!("load/fixtures/request.json");
@@ -172,7 +172,7 @@ fn parse(body: &Bytes) -> ApiRequest {
 }
 
 fn build(request: &ApiRequest) -> key::CacheKey {
-    key::build(Scope::Credential(CREDENTIAL), PATH, request, "").unwrap_or_else(|e| panic!("{e}"))
+    key::build(Scope::Client(CLIENT), PATH, request, "").unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn cache_key(c: &mut Criterion) {

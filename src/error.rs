@@ -6,10 +6,13 @@
 
 use http::{HeaderValue, StatusCode, header};
 
+use crate::auth::AuthError;
 use crate::body::{self, Body};
 use crate::edge::EdgeError;
 use crate::ingress::IngressError;
 use crate::openai::error::ErrorBody;
+use crate::rate_limit::RateLimitError;
+use crate::session::SessionError;
 use crate::upstream::UpstreamError;
 
 /// Any error sluice itself answers with.
@@ -21,6 +24,22 @@ pub enum Error {
     Ingress(#[from] IngressError),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    RateLimit(Box<RateLimitError>),
+    /// An error from further down, answered with headers a layer on the way
+    /// up adds to every answer (the rate limits').
+    #[error("{0}")]
+    WithHeaders(Box<Error>, http::HeaderMap),
+}
+
+impl From<RateLimitError> for Error {
+    fn from(e: RateLimitError) -> Error {
+        Error::RateLimit(Box::new(e))
+    }
 }
 
 /// Who caused an error: tells logs and metrics where to look.
@@ -102,6 +121,27 @@ impl Error {
                     None,
                     Client,
                 ),
+                IngressError::TooDeep { .. } => m(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "json_too_deep",
+                    None,
+                    Client,
+                ),
+                IngressError::BodyTimeout { .. } => m(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "invalid_request_error",
+                    "request_body_timeout",
+                    None,
+                    Client,
+                ),
+                IngressError::UriTooLong { .. } => m(
+                    StatusCode::URI_TOO_LONG,
+                    "invalid_request_error",
+                    "uri_too_long",
+                    None,
+                    Client,
+                ),
             },
             Error::Edge(e) => match e {
                 EdgeError::NotFound { .. } => m(
@@ -148,11 +188,72 @@ impl Error {
                 ),
             },
             Error::Upstream(e) => upstream(e),
+            Error::Session(e) => match e {
+                SessionError::InvalidHeader { .. } => m(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "invalid_header",
+                    None,
+                    Client,
+                ),
+                // The client's own earlier request of the session holds it.
+                SessionError::Busy { .. } => m(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded_error",
+                    "session_busy",
+                    Some(1),
+                    Client,
+                ),
+            },
+            Error::Auth(e) => m(
+                StatusCode::UNAUTHORIZED,
+                "authentication_error",
+                match e {
+                    AuthError::Missing => "missing_api_key",
+                    AuthError::Invalid => "invalid_api_key",
+                },
+                None,
+                Client,
+            ),
+            Error::RateLimit(e) => m(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                match e.denied.kind {
+                    crate::rate_limit::Kind::TooLarge { .. } => "request_too_large",
+                    _ => "rate_limit_exceeded",
+                },
+                e.retry_after_secs(),
+                Client,
+            ),
+            Error::WithHeaders(e, _) => e.mapping(),
+        }
+    }
+
+    /// This error, answered with `headers` too.
+    pub fn with_headers(self, headers: http::HeaderMap) -> Error {
+        match self {
+            Error::WithHeaders(e, mut first) => {
+                first.extend(headers);
+                Error::WithHeaders(e, first)
+            }
+            e => Error::WithHeaders(Box::new(e), headers),
         }
     }
 
     /// The answer the client gets: status, OpenAI error JSON, `Retry-After`.
     pub fn into_response(self) -> http::Response<Body> {
+        let (error, extra) = match self {
+            Error::WithHeaders(e, headers) => (*e, Some(headers)),
+            e => (e, None),
+        };
+        let mut response = error.answer();
+        if let Some(extra) = extra {
+            response.headers_mut().extend(extra);
+        }
+        response
+    }
+
+    fn answer(self) -> http::Response<Body> {
         let mapping = self.mapping();
         let json = ErrorBody {
             message: &self.to_string(),
@@ -169,6 +270,12 @@ impl Error {
         );
         if let Some(secs) = mapping.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Error::RateLimit(e) = &self {
+            headers.extend(e.headers.clone());
+        }
+        if let Error::Auth(_) = &self {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         if let Error::Upstream(e) = &self
             && let Some(attempts) = e.attempts()
@@ -254,6 +361,13 @@ fn upstream(e: &UpstreamError) -> Mapping {
             None,
             Client,
         ),
+        UpstreamError::RequestBodyTimeout { .. } => m(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            "request_body_timeout",
+            None,
+            Client,
+        ),
     }
 }
 
@@ -286,6 +400,27 @@ mod tests {
         assert_eq!(
             status(IngressError::BodyRead("reset".into())),
             (400, "invalid_request_error", None)
+        );
+        assert_eq!(
+            status(IngressError::InvalidHeader {
+                name: "x-sluice-prune",
+                expected: "on, off"
+            }),
+            (400, "invalid_request_error", None)
+        );
+        assert_eq!(
+            status(IngressError::TooDeep { max: 64 }),
+            (400, "invalid_request_error", None)
+        );
+        assert_eq!(
+            status(IngressError::BodyTimeout {
+                after: std::time::Duration::from_secs(30)
+            }),
+            (408, "invalid_request_error", None)
+        );
+        assert_eq!(
+            status(IngressError::UriTooLong { limit: 8192 }),
+            (414, "invalid_request_error", None)
         );
     }
 
@@ -349,11 +484,34 @@ mod tests {
             (400, "invalid_request_error", None)
         );
         assert_eq!(
+            status(UpstreamError::RequestBodyTimeout {
+                after: std::time::Duration::from_secs(30)
+            }),
+            (408, "invalid_request_error", None)
+        );
+        assert_eq!(
             status(UpstreamError::NoRoute {
                 model: "llama".into()
             }),
             (404, "invalid_request_error", None)
         );
+    }
+
+    #[test]
+    fn session_errors() {
+        let invalid = SessionError::InvalidHeader {
+            header: http::HeaderName::from_static("x-session-id"),
+        };
+        assert_eq!(
+            status(invalid.clone()),
+            (400, "invalid_request_error", None)
+        );
+        assert_eq!(Error::from(invalid).mapping().code, "invalid_header");
+        let busy = SessionError::Busy {
+            waited: std::time::Duration::from_secs(1),
+        };
+        assert_eq!(status(busy.clone()), (503, "overloaded_error", Some(1)));
+        assert_eq!(Error::from(busy).mapping().code, "session_busy");
     }
 
     #[tokio::test]

@@ -15,6 +15,7 @@
 //! ```
 
 pub mod admin;
+pub mod auth;
 pub mod body;
 pub mod cache;
 pub mod compress;
@@ -27,7 +28,9 @@ pub mod mock;
 pub mod observe;
 pub mod openai;
 pub mod prune;
+pub mod rate_limit;
 pub mod server;
+pub mod session;
 pub mod stack;
 pub mod tokens;
 pub mod upstream;

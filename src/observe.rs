@@ -34,6 +34,8 @@ pub const PRUNE_TOKENS_REMOVED_TOTAL: &str = "sluice_prune_tokens_removed_total"
 pub const COMPRESS_REQUESTS_TOTAL: &str = "sluice_compress_requests_total";
 pub const COMPRESS_TOKENS_SAVED_TOTAL: &str = "sluice_compress_tokens_saved_total";
 pub const PROMPT_TOKENS_TOTAL: &str = "sluice_prompt_tokens_total";
+pub const SESSION_WAIT: &str = "sluice_session_wait_seconds";
+pub const SESSIONS_ACTIVE: &str = "sluice_sessions_active";
 
 /// Latency buckets in seconds, from sub-millisecond proxy overhead to long
 /// generations.
@@ -58,6 +60,8 @@ fn install() -> Option<PrometheusHandle> {
             Matcher::Suffix("_duration_seconds".into()),
             DURATION_BUCKETS,
         )
+        .ok()?
+        .set_buckets_for_metric(Matcher::Full(SESSION_WAIT.into()), DURATION_BUCKETS)
         .ok()?;
     let handle = builder.install_recorder().ok()?;
     describe();
@@ -169,6 +173,15 @@ fn describe() {
         UPSTREAM_FIRST_BYTE_DURATION,
         Unit::Seconds,
         "Time from sending a request upstream to the first byte of its answer body, by upstream."
+    );
+    describe_histogram!(
+        SESSION_WAIT,
+        Unit::Seconds,
+        "Time requests carrying a session id waited for an earlier request of their session to finish (0 when it had room)."
+    );
+    describe_gauge!(
+        SESSIONS_ACTIVE,
+        "Sessions remembered: in use, or idle for less than [sessions] idle_timeout."
     );
 }
 

@@ -126,6 +126,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let conn = ConnSettings {
         header_read_timeout: config.server.header_read_timeout,
         shutdown_grace: config.server.shutdown_grace,
+        max_headers: config.server.max_headers,
+        max_header_size: usize::try_from(config.server.max_header_size.as_u64())
+            .unwrap_or(usize::MAX),
     };
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (done_tx, done) = mpsc::channel::<()>(1);
@@ -237,7 +240,13 @@ fn join(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 struct ConnSettings {
     header_read_timeout: Duration,
     shutdown_grace: Duration,
+    max_headers: usize,
+    max_header_size: usize,
 }
+
+/// hyper's own limit on HTTP/1 request headers, kept in a buffer on the
+/// stack; any other value costs a heap allocation per request.
+const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 
 /// One worker: its listener, its upstream pools, its share of the stack.
 struct Worker {
@@ -300,16 +309,27 @@ async fn accept_loop<S>(
     S::Future: Send + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+    // The header read timeout also runs while a kept-alive connection waits
+    // for its next request, so idle connections are closed after it. A head
+    // that does not fit the read buffer, or has too many headers, gets 431.
+    let mut http1 = builder.http1();
+    http1
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout)
+        // hyper panics below its 8 KiB minimum (validation refuses those).
+        .max_buf_size(settings.max_header_size.max(8 * 1024))
         .keep_alive(true);
+    if settings.max_headers != HYPER_DEFAULT_MAX_HEADERS {
+        http1.max_headers(settings.max_headers);
+    }
     builder
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(20)))
-        .max_concurrent_streams(Some(1024));
+        .max_concurrent_streams(Some(1024))
+        // HTTP/2 has no header count; its header list size (names, values
+        // and 32 bytes per header) bounds both.
+        .max_header_list_size(u32::try_from(settings.max_header_size).unwrap_or(u32::MAX));
     let graceful = GracefulShutdown::new();
 
     loop {

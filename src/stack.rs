@@ -10,6 +10,7 @@ use http::{Request, Response};
 use tower::{Service, ServiceBuilder};
 
 use crate::admin::AdminLayer;
+use crate::auth::AuthLayer;
 use crate::body::Body;
 use crate::cache::CacheLayer;
 use crate::compress::CompressLayer;
@@ -23,6 +24,8 @@ use crate::edge::timeout::TimeoutLayer;
 use crate::ingress::IngressLayer;
 use crate::lifecycle::Lifecycle;
 use crate::prune::PruneLayer;
+use crate::rate_limit::RateLimitLayer;
+use crate::session::SessionLayer;
 use crate::tokens::{Counter, TokensLayer};
 use crate::upstream::health::Health;
 use crate::upstream::retry::RetrySettings;
@@ -32,6 +35,8 @@ use crate::upstream::{UpstreamService, Upstreams};
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
     pub body_limit: u64,
+    /// What ingress lets a client send (URI, JSON depth, body pace).
+    pub ingress: crate::ingress::Limits,
     pub max_concurrency: usize,
     pub request_timeout: std::time::Duration,
 }
@@ -40,6 +45,7 @@ impl From<&Config> for Settings {
     fn from(config: &Config) -> Self {
         Settings {
             body_limit: config.server.max_body_size.as_u64(),
+            ingress: crate::ingress::Limits::from(&config.server),
             max_concurrency: config.server.max_concurrency,
             request_timeout: config.server.request_timeout,
         }
@@ -53,9 +59,12 @@ pub struct Shared {
     pub lifecycle: Arc<Lifecycle>,
     pub load_shed: LoadShedLayer,
     pub cache: CacheLayer,
+    pub session: SessionLayer,
     pub prune: PruneLayer,
     pub compress: CompressLayer,
     pub tokens: TokensLayer,
+    pub auth: AuthLayer,
+    pub rate_limit: RateLimitLayer,
     /// Each upstream's health, by configuration index, for every worker.
     pub health: Arc<Vec<Arc<Health>>>,
     /// The retry policy's settings and its one retry budget.
@@ -70,8 +79,11 @@ impl Shared {
             load_shed: LoadShedLayer::new(settings.max_concurrency, lifecycle.clone()),
             lifecycle,
             cache: CacheLayer::new(&config.cache, rewrite_settings(config)),
+            session: SessionLayer::new(&config.sessions),
             prune: PruneLayer::new(&config.prune, counter.clone()),
             compress: CompressLayer::new(&config.compress, counter.clone()),
+            auth: AuthLayer::new(&config.auth.client_keys),
+            rate_limit: RateLimitLayer::new(&config.rate_limit, &config.cache, counter.clone()),
             tokens: TokensLayer::new(counter),
             health: Arc::new(crate::upstream::route::health_of(config)),
             retry: Arc::new(RetrySettings::new(&config.retry)),
@@ -139,12 +151,24 @@ pub fn build(
         .layer(BodyLimitLayer::new(body_limit))
         // No answer head within `request_timeout`: 504.
         .layer(TimeoutLayer::new(settings.request_timeout))
-        // Understood endpoints: reads and parses the body once into an
-        // `ApiRequest` in the extensions; bad JSON gets 400. Other paths pass.
-        .layer(IngressLayer::new(body_limit))
+        // URIs over `max_uri_length` get 414. Understood endpoints: reads
+        // the body (408 when it stalls) and parses it once into an
+        // `ApiRequest` in the extensions; bad or too deep JSON gets 400.
+        // Other paths pass.
+        .layer(IngressLayer::new(settings.ingress))
+        // Client keys (`[auth]`): 401 without a known one, which is then
+        // swapped for the upstream's; every request gets its client identity.
+        .layer(shared.auth)
+        // Requests and tokens per minute per client (`[rate_limit]`): 429
+        // over the limit, `x-ratelimit-*` headers on every answer.
+        .layer(shared.rate_limit)
         // Answers repeated understood requests from the cache (hit), records
         // and stores fresh answers (miss); reads and removes Cache-Control.
         .layer(shared.cache)
+        // Requests with a session id (`[sessions] header`, removed here) run
+        // at most `max_concurrent` at a time per client and session, until
+        // their answer's last byte; the others wait in order (503 at deadline).
+        .layer(shared.session)
         // Cuts conversations to the token budget (`[prune]`, or
         // `x-sluice-prune: on`): file contents of older turns first, then
         // whole messages, tool calls with their results, newest and most
@@ -185,7 +209,10 @@ mod tests {
             "BodyLimit",
             "Timeout",
             "Ingress",
+            "Auth",
+            "RateLimit",
             "CacheService",
+            "Session",
             "Prune",
             "Compress",
             "Tokens",

@@ -14,7 +14,7 @@ use crate::openai::ApiRequest;
 
 /// Bumped whenever the key's layout changes, so old entries (in a shared
 /// Redis) are never read under a new meaning.
-const VERSION: &[u8] = b"sluice-cache-key-v1";
+const VERSION: &[u8] = b"sluice-cache-key-v2";
 
 /// Top-level fields left out of the key: they change how an answer is
 /// delivered or attributed, not what it says. `stream` and `stream_options`
@@ -38,8 +38,8 @@ impl CacheKey {
 pub enum Scope<'a> {
     /// Every client.
     Global,
-    /// Clients presenting exactly these credential headers (name, value).
-    Credential(&'a [(&'a str, &'a [u8])]),
+    /// One client: the digest of its [`crate::auth::Identity`].
+    Client(&'a [u8; 32]),
 }
 
 /// Builds the key of `request` in `scope`; `path_and_query` is the request's
@@ -55,13 +55,7 @@ pub fn build(
     part(&mut hasher, b"version", VERSION);
     match scope {
         Scope::Global => part(&mut hasher, b"scope", b"global"),
-        Scope::Credential(headers) => {
-            let mut scope = blake3::Hasher::new();
-            for (name, value) in headers {
-                part(&mut scope, name.as_bytes(), value);
-            }
-            part(&mut hasher, b"scope", scope.finalize().as_bytes());
-        }
+        Scope::Client(digest) => part(&mut hasher, b"scope", digest),
     }
     part(&mut hasher, b"path", path_and_query.as_bytes());
     part(&mut hasher, b"settings", settings.as_bytes());
@@ -366,11 +360,11 @@ mod tests {
     #[test]
     fn scopes_path_and_settings_separate_entries() {
         let body = r#"{"model":"m"}"#;
-        let alice: &[(&str, &[u8])] = &[("authorization", b"Bearer sk-alice")];
-        let bob: &[(&str, &[u8])] = &[("authorization", b"Bearer sk-bob")];
-        let a = key_of(body, Scope::Credential(alice));
-        assert_eq!(a, key_of(body, Scope::Credential(alice)));
-        assert_ne!(a, key_of(body, Scope::Credential(bob)));
+        let alice = crate::auth::Identity::named("alice");
+        let bob = crate::auth::Identity::named("bob");
+        let a = key_of(body, Scope::Client(alice.digest()));
+        assert_eq!(a, key_of(body, Scope::Client(alice.digest())));
+        assert_ne!(a, key_of(body, Scope::Client(bob.digest())));
         assert_ne!(a, key_of(body, Scope::Global));
 
         let request = ApiRequest::parse(

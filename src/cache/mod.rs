@@ -48,6 +48,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use tower::{Layer, Service};
 
+use crate::auth::Identity;
 use crate::body::{self, Body};
 use crate::config::{CacheConfig, CacheScope};
 use crate::error::Error;
@@ -76,15 +77,6 @@ const MAX_FLIGHT_ROUNDS: usize = 3;
 
 /// Largest answer stored; larger ones are relayed and not kept.
 pub const MAX_ENTRY_BYTES: usize = 8 * 1024 * 1024;
-
-/// Request headers that identify the client's credential: the scope of an
-/// entry under `scope = "key"`.
-const CREDENTIAL_HEADERS: [&str; 4] = [
-    "authorization",
-    "api-key",
-    "openai-organization",
-    "openai-project",
-];
 
 /// The cache itself, shared by every worker.
 #[derive(Debug)]
@@ -231,13 +223,14 @@ impl Cache {
         };
         match self.scope {
             CacheScope::Global => key::build(Scope::Global, path, api, &settings),
-            CacheScope::Key => {
-                let credential: Vec<(&str, &[u8])> = CREDENTIAL_HEADERS
-                    .iter()
-                    .filter_map(|name| req.headers().get(*name).map(|v| (*name, v.as_bytes())))
-                    .collect();
-                key::build(Scope::Credential(&credential), path, api, &settings)
-            }
+            CacheScope::Key => match req.extensions().get::<Identity>() {
+                Some(client) => key::build(Scope::Client(client.digest()), path, api, &settings),
+                // Built without the auth layer (unit tests): the same scope it gives.
+                None => {
+                    let client = Identity::of_credentials(req.headers());
+                    key::build(Scope::Client(client.digest()), path, api, &settings)
+                }
+            },
         }
     }
 }

@@ -80,7 +80,26 @@ pub(super) fn load(path: Option<&Path>, env: Vec<(String, String)>) -> Result<Co
 
     let env: HashMap<&str, &str> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     resolve_api_keys(&mut config, |name| env.get(name).copied())?;
+    resolve_client_keys(&mut config, |name| env.get(name).copied())?;
     Ok(config)
+}
+
+/// Fills `auth.client_keys` from the variable `client_keys_env` names: a
+/// comma-separated list of `name:key` or bare `key` entries.
+fn resolve_client_keys<'a>(
+    config: &mut Config,
+    lookup: impl Fn(&str) -> Option<&'a str>,
+) -> Result<(), ConfigError> {
+    let Some(var) = &config.auth.client_keys_env else {
+        return Ok(());
+    };
+    let key = "auth.client_keys_env";
+    let value = lookup(var).ok_or_else(|| {
+        ConfigError::invalid(key, format!("environment variable {var} is not set"))
+    })?;
+    config.auth.client_keys = super::parse_client_keys(value)
+        .map_err(|why| ConfigError::invalid(key, format!("environment variable {var}: {why}")))?;
+    Ok(())
 }
 
 /// Fills each upstream's `api_key` from the variable its `api_key_env` names.

@@ -89,9 +89,26 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Requests handled at once; more are shed with 503.
     pub max_concurrency: usize,
-    /// Time a client gets to send its request headers.
+    /// Time a client gets to send its request headers; also how long an idle
+    /// keep-alive HTTP/1.1 connection is kept open waiting for its next request.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// Longest wait for the next piece of a request body, read or streamed
+    /// through (past it: 408), so a client trickling its body cannot hold a
+    /// request slot or an upstream connection.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// Most request headers accepted (more: 431).
+    pub max_headers: usize,
+    /// Largest request head (request line and headers) accepted (larger: 431).
+    #[serde(with = "de::size")]
+    pub max_header_size: ByteSize,
+    /// Longest request URI (path and query) accepted (longer: 414).
+    #[serde(with = "de::size")]
+    pub max_uri_length: ByteSize,
+    /// Deepest nesting of arrays and objects in an understood request's JSON
+    /// body (deeper: 400).
+    pub max_json_depth: usize,
     /// Worker threads, each serving its own share of connections with its
     /// own upstream pools; 0 = one per CPU core.
     pub workers: usize,
@@ -106,6 +123,11 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(30),
             max_concurrency: 4096,
             header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(30),
+            max_headers: 100,
+            max_header_size: ByteSize::kib(64),
+            max_uri_length: ByteSize::kib(8),
+            max_json_depth: 64,
             workers: 0,
         }
     }
@@ -416,12 +438,43 @@ pub struct TokensConfig {
     pub fallback_encoding: crate::tokens::Encoding,
 }
 
-/// `[rate_limit]`: per client key limits; none when unset.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// `[rate_limit]`: per client limits; none when unset.
+#[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitConfig {
+    /// Requests a client may send per minute (bursts up to the whole minute's).
     pub requests_per_minute: Option<u32>,
+    /// Tokens a client may use per minute: its prompt as counted by sluice plus
+    /// `max_tokens` reserved up front, settled with the upstream's usage.
     pub tokens_per_minute: Option<u64>,
+    /// Redis shared by every replica for the limits; unset = `[cache] redis_url`,
+    /// `""` = limits kept in this process only. Printed with any password masked.
+    #[serde(serialize_with = "secret::serialize_masked_opt_url")]
+    pub redis_url: Option<String>,
+}
+
+impl RateLimitConfig {
+    /// Whether any limit is set.
+    pub fn enabled(&self) -> bool {
+        self.requests_per_minute.is_some() || self.tokens_per_minute.is_some()
+    }
+
+    /// The Redis the limits are shared through, if any: `redis_url`, else the
+    /// cache's.
+    pub fn shared_redis<'a>(&'a self, cache: &'a CacheConfig) -> Option<&'a str> {
+        let url = self.redis_url.as_deref().unwrap_or(&cache.redis_url).trim();
+        (!url.is_empty()).then_some(url)
+    }
+}
+
+impl std::fmt::Debug for RateLimitConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimitConfig")
+            .field("requests_per_minute", &self.requests_per_minute)
+            .field("tokens_per_minute", &self.tokens_per_minute)
+            .field("redis_url", &self.redis_url.as_deref().map(mask_url))
+            .finish()
+    }
 }
 
 /// `[sessions]`: serialising the requests of one session.
@@ -454,6 +507,66 @@ pub struct AuthConfig {
     /// Environment variable holding the comma-separated client keys (`name:key` or
     /// `key`); unset = clients' `Authorization` passes through.
     pub client_keys_env: Option<String>,
+    /// The keys read from `client_keys_env` by [`Config::load`]; never read from
+    /// the file.
+    #[serde(skip)]
+    pub client_keys: Vec<ClientKey>,
+}
+
+/// One client key from `client_keys_env`: `name:key`, or a bare `key` named
+/// `key-` and 8 hex digits of its digest.
+#[derive(Debug, Clone)]
+pub struct ClientKey {
+    pub name: String,
+    pub key: Secret,
+}
+
+/// Parses a `client_keys_env` value: comma-separated `name:key` or bare `key`
+/// entries (blank entries ignored). Errors never quote a key.
+pub fn parse_client_keys(value: &str) -> Result<Vec<ClientKey>, String> {
+    let mut keys: Vec<ClientKey> = Vec::new();
+    for (i, entry) in value.split(',').map(str::trim).enumerate() {
+        if entry.is_empty() {
+            continue;
+        }
+        let n = i + 1;
+        let (name, key) = match entry.split_once(':') {
+            Some((name, key)) => (name.trim().to_owned(), key.trim()),
+            None => {
+                let digest = blake3::hash(entry.as_bytes()).to_hex();
+                (format!("key-{}", &digest[..8]), entry)
+            }
+        };
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            return Err(format!(
+                "entry {n}: a key's name must be 1 to 64 letters, digits, '-', '_' or '.'"
+            ));
+        }
+        if key.is_empty() {
+            return Err(format!("entry {n} ({name}): the key is empty"));
+        }
+        if !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(format!(
+                "entry {n} ({name}): a key must be printable ASCII without spaces"
+            ));
+        }
+        if keys.iter().any(|k| k.key.expose() == key) {
+            return Err(format!("entry {n} ({name}): the same key is listed twice"));
+        }
+        keys.push(ClientKey {
+            name,
+            key: Secret::new(key),
+        });
+    }
+    if keys.is_empty() {
+        return Err("holds no keys (expected `name:key,name2:key2`)".to_owned());
+    }
+    Ok(keys)
 }
 
 /// Log line format.
@@ -562,6 +675,7 @@ impl Config {
                 rate_limit.requests_per_minute.is_none(),
             ),
             ("tokens_per_minute", rate_limit.tokens_per_minute.is_none()),
+            ("redis_url", rate_limit.redis_url.is_none()),
         ];
         render_section(&mut out, "[rate_limit]", rate_limit, &unset);
         render_section(&mut out, "[sessions]", &self.sessions, &[]);

@@ -126,3 +126,14 @@ pub(super) fn serialize_masked_url<S: Serializer>(
 ) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&mask_url(url))
 }
+
+/// [`serialize_masked_url`] for an optional URL (`None` is left out).
+pub(super) fn serialize_masked_opt_url<S: Serializer>(
+    url: &Option<String>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match url {
+        Some(url) => serializer.serialize_some(&mask_url(url)),
+        None => serializer.serialize_none(),
+    }
+}

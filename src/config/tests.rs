@@ -62,6 +62,11 @@ fn defaults_match_the_spec_table() {
     assert_eq!(c.server.shutdown_grace, Duration::from_secs(30));
     assert_eq!(c.server.max_concurrency, 4096);
     assert_eq!(c.server.header_read_timeout, Duration::from_secs(30));
+    assert_eq!(c.server.body_read_timeout, Duration::from_secs(30));
+    assert_eq!(c.server.max_headers, 100);
+    assert_eq!(c.server.max_header_size, ByteSize::kib(64));
+    assert_eq!(c.server.max_uri_length, ByteSize::kib(8));
+    assert_eq!(c.server.max_json_depth, 64);
 
     assert_eq!(c.upstreams.len(), 1);
     let u = &c.upstreams[0];
@@ -590,6 +595,29 @@ fn every_validation_rule() {
             "server.header_read_timeout",
         ),
         (
+            |c| c.server.body_read_timeout = Duration::ZERO,
+            "server.body_read_timeout",
+        ),
+        (|c| c.server.max_headers = 0, "server.max_headers"),
+        (
+            |c| c.server.max_header_size = ByteSize::kib(4),
+            "server.max_header_size",
+        ),
+        (
+            |c| c.server.max_header_size = ByteSize::gib(1),
+            "server.max_header_size",
+        ),
+        (
+            |c| c.server.max_uri_length = ByteSize::b(0),
+            "server.max_uri_length",
+        ),
+        (
+            |c| c.server.max_uri_length = ByteSize::kib(65),
+            "server.max_uri_length",
+        ),
+        (|c| c.server.max_json_depth = 0, "server.max_json_depth"),
+        (|c| c.server.max_json_depth = 129, "server.max_json_depth"),
+        (
             |c| c.retry.base_delay = Duration::from_secs(11),
             "retry.base_delay",
         ),
@@ -872,8 +900,14 @@ fn masked_toml_parses_back_into_the_same_config() {
         format = "json"
         "#,
     );
-    let vars = [("LOCAL_KEY", "sk-local")];
+    let vars = [
+        ("LOCAL_KEY", "sk-local"),
+        ("CLIENT_KEYS", "team-a:ck-secret-a,ck-secret-b"),
+    ];
     let first = file.load(&vars).unwrap().to_masked_toml();
+    for secret in ["sk-local", "ck-secret", "pw@"] {
+        assert!(!first.contains(secret), "{secret} in {first}");
+    }
     assert!(
         first.contains("# requests_per_minute is not set"),
         "{first}"
@@ -882,4 +916,81 @@ fn masked_toml_parses_back_into_the_same_config() {
     assert_eq!(again, first);
     assert!(first.contains("max_body_size = \"1000001 B\""), "{first}");
     assert!(first.contains("shutdown_grace = \"1m 30s\""), "{first}");
+}
+
+#[test]
+fn client_keys_are_read_from_their_variable() {
+    let file = File::new(
+        r#"
+        [auth]
+        client_keys_env = "CLIENT_KEYS"
+        "#,
+    );
+    let c = file
+        .load(&[("CLIENT_KEYS", " team-a:ck-1, ck-2 ,, team-a:ck-3 ")])
+        .unwrap();
+    let names: Vec<&str> = c.auth.client_keys.iter().map(|k| k.name.as_str()).collect();
+    assert_eq!(names.len(), 3);
+    assert_eq!((names[0], names[2]), ("team-a", "team-a"));
+    assert!(
+        names[1].starts_with("key-") && names[1].len() == 12,
+        "{names:?}"
+    );
+    assert_eq!(c.auth.client_keys[1].key.expose(), "ck-2");
+    assert!(!format!("{:?}", c.auth).contains("ck-"));
+
+    for (value, why) in [
+        ("", "holds no keys"),
+        (" , ", "holds no keys"),
+        ("a:", "the key is empty"),
+        (":ck-1", "name must be"),
+        ("bad name:ck-1", "name must be"),
+        ("a:ck 1", "printable ASCII"),
+        ("a:ck-1,b:ck-1", "listed twice"),
+    ] {
+        let err = file
+            .load(&[("CLIENT_KEYS", value)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("auth.client_keys_env") && err.contains(why),
+            "{value:?}: {err}"
+        );
+        assert!(!err.contains("ck-1") || value.starts_with(':'), "{err}");
+    }
+    let err = file.load(&[]).unwrap_err().to_string();
+    assert!(err.contains("CLIENT_KEYS is not set"), "{err}");
+}
+
+#[test]
+fn an_upstream_key_is_not_offered_to_the_network_without_client_keys() {
+    let open = File::new(
+        r#"
+        [server]
+        listen = "0.0.0.0:8080"
+        [[upstreams]]
+        name = "openai"
+        base_url = "https://api.openai.com/v1"
+        [[upstreams]]
+        name = "keyed"
+        base_url = "https://api.openai.com/v1"
+        api_key_env = "KEY"
+        "#,
+    );
+    let err = open.load(&[("KEY", "sk-1")]).unwrap_err().to_string();
+    assert!(
+        err.contains("upstreams[1].api_key_env") && err.contains("client_keys_env"),
+        "{err}"
+    );
+    // Loopback, or client keys, make it safe.
+    let mut c = Config::default();
+    c.upstreams[0].api_key_env = Some("KEY".into());
+    c.server.listen = "127.0.0.1:8080".parse().unwrap();
+    c.validate().unwrap();
+    c.server.listen = "[::1]:8080".parse().unwrap();
+    c.validate().unwrap();
+    let err = c.apply_overrides(Some("0.0.0.0:8080"), None).unwrap_err();
+    assert!(err.to_string().contains("api_key_env"), "{err}");
+    c.auth.client_keys_env = Some("CLIENT_KEYS".into());
+    c.apply_overrides(Some("0.0.0.0:8080"), None).unwrap();
 }

@@ -20,6 +20,7 @@ pub(super) fn validate(config: &Config) -> Checked {
     if let Some(name) = &config.auth.client_keys_env {
         env_var_name("auth.client_keys_env", name)?;
     }
+    open_key(config)?;
     log_level(&config.log.level)
 }
 
@@ -48,7 +49,47 @@ fn server(config: &Config) -> Checked {
     }
     positive_duration("server.request_timeout", server.request_timeout)?;
     positive_duration("server.header_read_timeout", server.header_read_timeout)?;
-    at_least_one("server.max_concurrency", server.max_concurrency as u64)
+    positive_duration("server.body_read_timeout", server.body_read_timeout)?;
+    at_least_one("server.max_concurrency", server.max_concurrency as u64)?;
+    request_limits(server)
+}
+
+/// Smallest `max_header_size`: hyper's HTTP/1 read buffer cannot be smaller.
+const MIN_HEADER_SIZE: u64 = 8 * 1024;
+/// Largest `max_header_size`: HTTP/2 announces it in a 32-bit setting.
+const MAX_HEADER_SIZE: u64 = 16 * 1024 * 1024;
+/// serde_json refuses JSON nested deeper than this whatever the setting.
+const MAX_JSON_DEPTH: usize = 128;
+
+fn request_limits(server: &super::ServerConfig) -> Checked {
+    at_least_one("server.max_headers", server.max_headers as u64)?;
+    let header_size = server.max_header_size.as_u64();
+    if !(MIN_HEADER_SIZE..=MAX_HEADER_SIZE).contains(&header_size) {
+        return fail(
+            "server.max_header_size",
+            format!("must be between 8KiB and 16MiB, got {header_size} bytes"),
+        );
+    }
+    let uri = server.max_uri_length.as_u64();
+    at_least_one("server.max_uri_length", uri)?;
+    if uri > header_size {
+        return fail(
+            "server.max_uri_length",
+            format!(
+                "{uri} bytes cannot arrive within server.max_header_size ({header_size} bytes)"
+            ),
+        );
+    }
+    if !(1..=MAX_JSON_DEPTH).contains(&server.max_json_depth) {
+        return fail(
+            "server.max_json_depth",
+            format!(
+                "must be between 1 and {MAX_JSON_DEPTH}, got {}",
+                server.max_json_depth
+            ),
+        );
+    }
+    Ok(())
 }
 
 fn upstreams(upstreams: &[UpstreamConfig]) -> Checked {
@@ -230,11 +271,15 @@ fn cache(config: &Config) -> Checked {
     let cache = &config.cache;
     positive_duration("cache.ttl", cache.ttl)?;
     positive_duration("cache.redis_timeout", cache.redis_timeout)?;
+    redis_url("cache.redis_url", &cache.redis_url)
+}
+
+/// A Redis URL sluice can use, or empty (no Redis).
+fn redis_url(key: &str, url: &str) -> Checked {
     const SCHEMES: [&str; 4] = ["redis://", "redis+cluster://", "redis+unix://", "unix://"];
-    let url = &cache.redis_url;
     if url.starts_with("rediss://") {
         return fail(
-            "cache.redis_url",
+            key,
             format!(
                 "{:?}: TLS to Redis (rediss://) is not supported yet; use redis:// on a private network or a TLS tunnel",
                 mask_url(url)
@@ -243,9 +288,9 @@ fn cache(config: &Config) -> Checked {
     }
     if !url.is_empty() && !SCHEMES.iter().any(|scheme| url.starts_with(scheme)) {
         return fail(
-            "cache.redis_url",
+            key,
             format!(
-                "{:?} must be empty (memory only) or start with redis://, redis+cluster://, redis+unix:// or unix://",
+                "{:?} must be empty (no Redis) or start with redis://, redis+cluster://, redis+unix:// or unix://",
                 mask_url(url)
             ),
         );
@@ -282,7 +327,34 @@ fn rate_limit(config: &Config) -> Checked {
     if limits.tokens_per_minute == Some(0) {
         return fail("rate_limit.tokens_per_minute", none);
     }
+    if let Some(url) = &limits.redis_url {
+        redis_url("rate_limit.redis_url", url)?;
+    }
     Ok(())
+}
+
+/// An upstream's own key on an address others can reach, with no client keys:
+/// anyone on the network could spend it.
+fn open_key(config: &Config) -> Checked {
+    if config.auth.client_keys_env.is_some() || config.server.listen.ip().is_loopback() {
+        return Ok(());
+    }
+    match config
+        .upstreams
+        .iter()
+        .position(|u| u.api_key_env.is_some())
+    {
+        Some(i) => fail(
+            format!("upstreams[{i}].api_key_env"),
+            format!(
+                "this upstream's key would be usable by anyone who can reach {}: set \
+                 auth.client_keys_env so clients must present a key, or listen on a \
+                 loopback address",
+                config.server.listen
+            ),
+        ),
+        None => Ok(()),
+    }
 }
 
 fn sessions(config: &Config) -> Checked {

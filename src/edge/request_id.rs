@@ -12,7 +12,10 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
+use std::time::Instant;
 
 use http::{HeaderName, HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
@@ -20,6 +23,7 @@ use tower::{Layer, Service};
 use tracing::instrument::Instrumented;
 use tracing::{Instrument, Span};
 
+use super::EdgeError;
 use crate::body::Body;
 use crate::error::{Error, ErrorSource};
 
@@ -126,6 +130,22 @@ where
 fn log_error(span: &Span, error: &Error) {
     let mapping = error.mapping();
     let status = mapping.status.as_u16();
+    // Turned away for overload or shutdown: the first in a while is a
+    // warning, the rest in the same second are counted into the next one.
+    let throttle = match error {
+        Error::Edge(EdgeError::Overloaded) => Some(&OVERLOADED),
+        Error::Edge(EdgeError::ShuttingDown) => Some(&SHUTTING_DOWN),
+        _ => None,
+    };
+    if let Some(throttle) = throttle {
+        span.in_scope(|| match throttle.admit(now_ms()) {
+            Some(suppressed) => {
+                tracing::warn!(status, %error, suppressed, "request turned away");
+            }
+            None => tracing::debug!(status, %error, "request turned away"),
+        });
+        return;
+    }
     span.in_scope(|| match mapping.source {
         ErrorSource::Internal => tracing::warn!(status, %error, "request failed inside sluice"),
         ErrorSource::Upstream => tracing::warn!(status, %error, "upstream failed"),
@@ -136,6 +156,53 @@ fn log_error(span: &Span, error: &Error) {
         }
         ErrorSource::Client => tracing::info!(status, %error, "bad request"),
     });
+}
+
+static OVERLOADED: Throttle = Throttle::new();
+static SHUTTING_DOWN: Throttle = Throttle::new();
+
+/// Milliseconds since the first call (never 0, so 0 can mean "never").
+fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let start = *START.get_or_init(Instant::now);
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX) + 1
+}
+
+/// At most one warning per [`Throttle::EVERY_MS`] for a kind of event that
+/// can come thousands of times a second: two atomics, no lock.
+struct Throttle {
+    /// When the last warning was let through (0: never).
+    last_ms: AtomicU64,
+    /// Events since then that were not.
+    suppressed: AtomicU64,
+}
+
+impl Throttle {
+    const EVERY_MS: u64 = 1000;
+
+    const fn new() -> Throttle {
+        Throttle {
+            last_ms: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(events suppressed since the last warning)` when this one is to
+    /// be a warning, `None` when it is to be counted.
+    fn admit(&self, now_ms: u64) -> Option<u64> {
+        let last = self.last_ms.load(Ordering::Relaxed);
+        let due = last == 0 || now_ms.saturating_sub(last) >= Self::EVERY_MS;
+        if due
+            && self
+                .last_ms
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Some(self.suppressed.swap(0, Ordering::Relaxed));
+        }
+        self.suppressed.fetch_add(1, Ordering::Relaxed);
+        None
+    }
 }
 
 /// A fresh random id: 32 hex digits.
@@ -194,6 +261,19 @@ mod tests {
             .unwrap_or_default();
         let resp = run(req, false).await;
         assert_ne!(resp.headers()["x-request-id"], long.as_str());
+    }
+
+    #[test]
+    fn turned_away_requests_warn_once_a_second_with_a_count() {
+        let throttle = Throttle::new();
+        assert_eq!(throttle.admit(1), Some(0), "the first one warns");
+        for ms in 2..500 {
+            assert_eq!(throttle.admit(ms), None);
+        }
+        assert_eq!(throttle.admit(999), None);
+        assert_eq!(throttle.admit(1001), Some(499), "the next second's first");
+        assert_eq!(throttle.admit(1002), None);
+        assert_eq!(throttle.admit(60_000), Some(1));
     }
 
     #[tokio::test]

@@ -9,6 +9,12 @@ use serde_json::{Map, Value, json};
 
 use super::sse;
 
+/// Highest choice or tool call index a recorded stream may use (OpenAI's `n`
+/// is at most 128). An index sizes a vector: a stream that says
+/// `"index": 4000000000` is not assembled (nor cached) rather than make
+/// sluice allocate for it.
+pub(super) const MAX_INDEX: u64 = 1024;
+
 /// Assembles the `chat.completion` a recorded chunk stream amounts to.
 /// `None` unless the stream ended cleanly with `[DONE]` and every choice
 /// has a finish reason.
@@ -53,11 +59,12 @@ pub fn assemble(stream: &[u8]) -> Option<Value> {
             let index = delta_choice
                 .get("index")
                 .and_then(Value::as_u64)
-                .unwrap_or(0) as usize;
+                .unwrap_or(0);
+            let index = usize::try_from(index).ok().filter(|_| index < MAX_INDEX)?;
             if choices.len() <= index {
                 choices.resize_with(index + 1, Choice::default);
             }
-            choices[index].absorb(delta_choice);
+            choices[index].absorb(delta_choice)?;
         }
     }
     if choices.is_empty() || choices.iter().any(|c| c.finish_reason.is_null()) {
@@ -91,12 +98,13 @@ struct Choice {
 }
 
 impl Choice {
-    fn absorb(&mut self, choice: &Value) {
+    /// Adds one chunk's delta; `None` for a tool call index past [`MAX_INDEX`].
+    fn absorb(&mut self, choice: &Value) -> Option<()> {
         if let Some(reason) = choice.get("finish_reason").filter(|r| !r.is_null()) {
             self.finish_reason = reason.clone();
         }
         let Some(delta) = choice.get("delta") else {
-            return;
+            return Some(());
         };
         if let Some(role) = delta.get("role").filter(|r| !r.is_null()) {
             self.role = Some(role.clone());
@@ -113,7 +121,8 @@ impl Choice {
             .into_iter()
             .flatten()
         {
-            let index = call.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
+            let index = call.get("index").and_then(Value::as_u64).unwrap_or(0);
+            let index = usize::try_from(index).ok().filter(|_| index < MAX_INDEX)?;
             if self.tool_calls.len() <= index {
                 self.tool_calls.resize_with(index + 1, Map::new);
             }
@@ -136,6 +145,7 @@ impl Choice {
                 }
             }
         }
+        Some(())
     }
 
     fn into_value(self, index: usize) -> Value {
@@ -365,6 +375,24 @@ mod tests {
         assert!(assemble(&out).is_none(), "no [DONE]");
         sse::event(b"[DONE]", &mut out);
         assert!(assemble(&out).is_none(), "no finish reason");
+    }
+
+    /// Found while writing the `sse` fuzz target (which reproduces it): an
+    /// index sized a vector, so one upstream chunk could make sluice allocate
+    /// hundreds of GiB (an abort) or overflow `index + 1`.
+    #[test]
+    fn huge_indexes_are_not_assembled() {
+        for choices in [
+            json!([{"index": 4_000_000_000_u64, "delta": {"content": "x"}, "finish_reason": "stop"}]),
+            json!([{"index": u64::MAX, "delta": {"content": "x"}, "finish_reason": "stop"}]),
+            json!([{"index": 0, "delta": {"tool_calls": [{"index": u64::MAX, "function": {"name": "f"}}]}, "finish_reason": "stop"}]),
+            json!([{"index": 0, "delta": {"tool_calls": [{"index": MAX_INDEX, "function": {"name": "f"}}]}, "finish_reason": "stop"}]),
+        ] {
+            let stream = stream_of(&[json!({"id": "c", "choices": choices})]);
+            assert!(assemble(&stream).is_none(), "{choices}");
+        }
+        let fine = json!([{"index": 0, "delta": {"tool_calls": [{"index": MAX_INDEX - 1, "function": {"name": "f"}}]}, "finish_reason": "stop"}]);
+        assert!(assemble(&stream_of(&[json!({"id": "c", "choices": fine})])).is_some());
     }
 
     #[test]

@@ -35,8 +35,11 @@ pub fn assemble_completion(stream: &[u8]) -> Option<Value> {
             .into_iter()
             .flatten()
         {
-            let index =
-                usize::try_from(choice.get("index").and_then(Value::as_u64).unwrap_or(0)).ok()?;
+            let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
+            // Bounded: the index sizes `texts` (see `chat_stream::MAX_INDEX`).
+            let index = usize::try_from(index)
+                .ok()
+                .filter(|_| index < super::chat_stream::MAX_INDEX)?;
             if texts.len() <= index {
                 texts.resize_with(index + 1, || (String::new(), Value::Null));
             }
@@ -200,6 +203,13 @@ mod tests {
         assert_eq!(back["choices"][0]["text"], answer["choices"][0]["text"]);
         assert_eq!(back["usage"], answer["usage"]);
         assert!(assemble_completion(b"data: {\"choices\":[]}\n\n").is_none());
+    }
+
+    /// The same as `chat_stream`'s `huge_indexes_are_not_assembled`.
+    #[test]
+    fn huge_completion_indexes_are_not_assembled() {
+        let stream = b"data: {\"choices\":[{\"index\":4000000000,\"text\":\"x\",\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
+        assert!(assemble_completion(stream).is_none());
     }
 
     #[test]

@@ -42,9 +42,24 @@ pub enum ParseError {
     InvalidJson(#[from] serde_json::Error),
     #[error("request body must be a JSON object")]
     NotAnObject,
+    #[error("request body nests arrays and objects more than {max} levels deep")]
+    TooDeep { max: usize },
 }
 
 impl ApiRequest {
+    /// [`parse`](Self::parse), refusing bodies that nest arrays and objects
+    /// more than `max_depth` levels deep before parsing them.
+    pub fn parse_within_depth(
+        endpoint: Endpoint,
+        original: Bytes,
+        max_depth: usize,
+    ) -> Result<ApiRequest, ParseError> {
+        if nested_deeper_than(&original, max_depth) {
+            return Err(ParseError::TooDeep { max: max_depth });
+        }
+        Self::parse(endpoint, original)
+    }
+
     /// Parses `original` as the JSON object body of a request to `endpoint`.
     pub fn parse(endpoint: Endpoint, original: Bytes) -> Result<ApiRequest, ParseError> {
         let first = original.iter().find(|b| !b.is_ascii_whitespace()).copied();
@@ -216,6 +231,47 @@ impl ApiRequest {
     }
 }
 
+/// Whether `json` nests arrays and objects more than `max` levels deep (the
+/// top-level object is level 1). A quick scan, not a parse: string contents
+/// are skipped (most of a request's bytes, jumped over with `memchr`), and
+/// the text need not be valid JSON; the parser judges that afterwards.
+///
+/// serde_json stops at 128 levels, but only where it builds values: a raw
+/// field is skipped without a limit and would fail later, in a layer.
+pub fn nested_deeper_than(json: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut at = 0;
+    while let Some(&byte) = json.get(at) {
+        at += 1;
+        match byte {
+            b'"' => loop {
+                // Past the closing quote; an escape skips the byte after it.
+                let Some(rest) = json.get(at..) else {
+                    return false;
+                };
+                match memchr::memchr2(b'"', b'\\', rest) {
+                    Some(found) if rest[found] == b'"' => {
+                        at += found + 1;
+                        break;
+                    }
+                    Some(found) => at += found + 2,
+                    // Unterminated: not JSON, the parser says so.
+                    None => return false,
+                }
+            },
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 /// The top-level object as (key, raw value) pairs borrowed from the input.
 struct TopLevel<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
 
@@ -346,6 +402,37 @@ mod tests {
             v,
             json!({"model": "n", "x_unknown": {"a": [1000.0]}, "stream": true})
         );
+    }
+
+    #[test]
+    fn nesting_depth_is_scanned_outside_strings() {
+        assert!(!nested_deeper_than(b"{}", 1));
+        assert!(nested_deeper_than(b"{\"a\":[]}", 1));
+        assert!(!nested_deeper_than(b"{\"a\":[]}", 2));
+        assert!(!nested_deeper_than(b"{\"a\":[1],\"b\":{\"c\":2}}", 2));
+        // Brackets in strings, escaped quotes and backslashes do not count.
+        assert!(!nested_deeper_than(
+            br#"{"a":"[[[{{{","b":"\"[[[","c":"\\"}"#,
+            1
+        ));
+        assert!(nested_deeper_than(br#"{"a":"\\",  "b":[]}"#, 1));
+        // Not JSON: whatever the answer, no panic.
+        for text in [&b"\""[..], b"\"\\", b"]]]]", b"{\"\\", b""] {
+            let _ = nested_deeper_than(text, 1);
+        }
+        let deep = format!("{{\"a\":{}1{}}}", "[".repeat(200), "]".repeat(200));
+        assert!(nested_deeper_than(deep.as_bytes(), 64));
+        assert!(!nested_deeper_than(deep.as_bytes(), 201));
+        let request = |depth: usize| {
+            ApiRequest::parse_within_depth(
+                Endpoint::ChatCompletions,
+                Bytes::from(deep.clone()),
+                depth,
+            )
+        };
+        assert!(matches!(request(64), Err(ParseError::TooDeep { max: 64 })));
+        // The parse alone keeps a raw field of any depth: hence the scan.
+        assert!(request(201).is_ok());
     }
 
     #[test]

@@ -21,7 +21,9 @@ use http_body_util::BodyExt;
 use tokio::time::Instant;
 use tower::Service;
 
-use super::forward::{X_SLUICE_UPSTREAM, classify, strip_response_headers, upstream_uri};
+use super::forward::{
+    ClientBodyError, X_SLUICE_UPSTREAM, classify, strip_response_headers, upstream_uri,
+};
 use super::health::Outcome;
 use super::relay::Relay;
 use super::retry::{Reason, RetrySettings};
@@ -217,6 +219,8 @@ fn build(upstream: &Upstream, prepared: &Prepared) -> Result<http::Request<Body>
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take()
+            // Its errors marked as the client's (see `classify`).
+            .map(|body| body::boxed(body.map_err(ClientBodyError)))
             .ok_or_else(|| {
                 fail(UpstreamError::Failed {
                     upstream: upstream.name.clone(),

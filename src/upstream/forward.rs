@@ -12,6 +12,7 @@ use http::header::{self, HeaderMap, HeaderName};
 
 use super::retry::Reason;
 use super::{Upstream, UpstreamError};
+use crate::body::BoxError;
 use crate::edge::body_limit::is_length_limit_error;
 use crate::observe::UPSTREAM_ERRORS_TOTAL;
 
@@ -119,6 +120,25 @@ pub(super) fn classify(
             UpstreamError::RequestBodyTooLarge { limit: body_limit },
             None,
         )
+    } else if let Some(timed_out) = find::<crate::ingress::BodyTimedOut>(error) {
+        (
+            "request_body",
+            UpstreamError::RequestBodyTimeout {
+                after: timed_out.after,
+            },
+            None,
+        )
+    } else if find::<ClientBodyError>(error).is_some() {
+        // The client's streamed body broke (cut short, bad chunking): its
+        // fault, not the upstream's; neither retried nor held against the
+        // upstream's health.
+        (
+            "request_body",
+            UpstreamError::RequestBody {
+                reason: root_cause(error),
+            },
+            None,
+        )
     } else if error.is_connect() {
         (
             "connect",
@@ -140,6 +160,37 @@ pub(super) fn classify(
     };
     count_error(upstream, kind);
     (error, reason)
+}
+
+/// An error reading the client's body while it streams to the upstream,
+/// told apart from the upstream's own failures by this wrapper.
+#[derive(Debug)]
+pub(super) struct ClientBodyError(pub(super) BoxError);
+
+impl std::fmt::Display for ClientBodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "reading the client's request body: {}", self.0)
+    }
+}
+
+impl std::error::Error for ClientBodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.0.as_ref())
+    }
+}
+
+/// `error`, or the first of its causes, that is a `T`.
+fn find<'a, T: std::error::Error + 'static>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
+        }
+        current = e.source();
+    }
+    None
 }
 
 pub(super) fn count_error(upstream: &Upstream, kind: &'static str) {

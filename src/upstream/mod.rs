@@ -26,6 +26,7 @@ pub mod pool;
 pub mod relay;
 pub mod retry;
 pub mod route;
+pub mod usage;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -59,6 +60,11 @@ pub enum UpstreamError {
     RequestBodyTooLarge { limit: u64 },
     #[error("could not read the request body: {reason}")]
     RequestBody { reason: String },
+    #[error(
+        "The request body stopped arriving: nothing came for {}.",
+        humantime::format_duration(*after)
+    )]
+    RequestBodyTimeout { after: Duration },
     #[error("The model `{model}` is not served here: no upstream's `models` matches it.")]
     NoRoute { model: String },
     /// Every upstream serving the request is out of rotation (breaker open,
@@ -106,6 +112,21 @@ impl UpstreamService {
     }
 }
 
+/// Reads the answer's usage into `slot` as it passes (and leaves out the
+/// usage chunk the client did not ask for, when `strip`).
+fn observe(answer: Response<Body>, slot: usage::UsageSlot, strip: bool) -> Response<Body> {
+    let events = answer
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    let shape = if events {
+        usage::Shape::Events { strip }
+    } else {
+        usage::Shape::Json
+    };
+    answer.map(|body| crate::body::boxed(usage::Observed::new(body, shape, slot)))
+}
+
 /// How long a request without a [`Deadline`] (one not built by sluice's
 /// stack) may take at most.
 const NO_DEADLINE: Duration = Duration::from_secs(24 * 60 * 60);
@@ -127,7 +148,13 @@ impl Service<Request<Body>> for UpstreamService {
         let body_limit = self.body_limit;
         Box::pin(async move {
             let (mut parts, body) = req.into_parts();
-            let api = parts.extensions.remove::<ApiRequest>();
+            let mut api = parts.extensions.remove::<ApiRequest>();
+            // Someone above wants the usage: ask for it where it is optional.
+            let usage = parts.extensions.remove::<usage::UsageSlot>();
+            let strip = match (&usage, api.as_mut()) {
+                (Some(_), Some(api)) => usage::ask(api),
+                _ => false,
+            };
             let model = api.as_ref().and_then(ApiRequest::model);
             let first = upstreams.first(model, std::time::Instant::now())?;
             let deadline = parts
@@ -161,10 +188,14 @@ impl Service<Request<Body>> for UpstreamService {
                 upstream: first,
                 deadline,
             };
-            tower::retry::Retry::new(policy, attempt)
+            let answer = tower::retry::Retry::new(policy, attempt)
                 .oneshot(t)
                 .await
-                .map_err(AttemptError::into_error)
+                .map_err(AttemptError::into_error)?;
+            Ok(match usage {
+                Some(slot) if answer.status().is_success() => observe(answer, slot, strip),
+                _ => answer,
+            })
         })
     }
 }

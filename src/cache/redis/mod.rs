@@ -41,7 +41,9 @@ use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
-use redis::{AsyncConnectionConfig, Cmd, FromRedisValue, RedisResult};
+use redis::{
+    AsyncConnectionConfig, Cmd, FromRedisValue, RedisResult, Script, ScriptInvocation, ToRedisArgs,
+};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -144,6 +146,18 @@ impl Conn {
         match self {
             Conn::Single(conn) => cmd.query_async(conn).await,
             Conn::Cluster(conn) => cmd.query_async(conn).await,
+        }
+    }
+
+    /// Runs a script by its digest, loading it first when Redis does not
+    /// know it yet.
+    async fn invoke<T: FromRedisValue>(
+        &mut self,
+        invocation: &ScriptInvocation<'_>,
+    ) -> RedisResult<T> {
+        match self {
+            Conn::Single(conn) => invocation.invoke_async(conn).await,
+            Conn::Cluster(conn) => invocation.invoke_async(conn).await,
         }
     }
 }
@@ -252,6 +266,54 @@ impl RedisTier {
         }
     }
 
+    /// Runs `script` over `keys` (each prefixed) and `args`, bounded by
+    /// `redis_timeout`, behind the breaker like [`RedisTier::get`]: returns
+    /// [`RedisTierError::Unavailable`] at once while it is open. `op` names
+    /// the call in the error metric.
+    pub async fn eval<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        script: &Script,
+        keys: &[&str],
+        args: &[&dyn ToRedisArgsRef],
+    ) -> Result<T, RedisTierError> {
+        let shared = &self.handle.shared;
+        let conn = if shared.breaker.allows() {
+            shared.connection()
+        } else {
+            None
+        };
+        let Some(mut conn) = conn else {
+            count_error(op, "unavailable");
+            return Err(RedisTierError::Unavailable);
+        };
+        let mut invocation = script.prepare_invoke();
+        for key in keys {
+            invocation.key(shared.full_key(key));
+        }
+        for arg in args {
+            arg.add_to(&mut invocation);
+        }
+        match tokio::time::timeout(shared.options.timeout, conn.invoke::<T>(&invocation)).await {
+            Ok(Ok(value)) => {
+                shared.breaker.record(true);
+                Ok(value)
+            }
+            Ok(Err(error)) => {
+                shared.breaker.record(false);
+                count_error(op, "error");
+                tracing::debug!(op, %error, "redis script failed");
+                Err(RedisTierError::Redis(error))
+            }
+            Err(_elapsed) => {
+                shared.breaker.record(false);
+                count_error(op, "timeout");
+                tracing::debug!(op, "redis script timed out");
+                Err(RedisTierError::Timeout)
+            }
+        }
+    }
+
     /// Queues `SET prefix+key value EX ttl` (at least one second) for the
     /// background writer. Never waits: when the queue is full or Redis is
     /// unavailable the write is dropped and counted.
@@ -327,6 +389,17 @@ impl fmt::Debug for RedisTier {
             .field("breaker", &shared.breaker.state())
             .field("pending_writes", &shared.pending.load(Ordering::Relaxed))
             .finish_non_exhaustive()
+    }
+}
+
+/// An argument of [`RedisTier::eval`] (object safe, unlike `ToRedisArgs`).
+pub trait ToRedisArgsRef: Sync {
+    fn add_to(&self, invocation: &mut ScriptInvocation<'_>);
+}
+
+impl<T: ToRedisArgs + Sync> ToRedisArgsRef for T {
+    fn add_to(&self, invocation: &mut ScriptInvocation<'_>) {
+        invocation.arg(self);
     }
 }
 

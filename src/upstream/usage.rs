@@ -1,0 +1,480 @@
+//! The upstream's reported usage of a request, for whoever asked for it.
+//!
+//! A layer that needs to know how many tokens a request really used (the
+//! tokens-per-minute limit) puts a [`UsageSlot`] in the request's
+//! extensions. The upstream layer then asks for usage where it is optional
+//! (`stream_options.include_usage` on streamed chat and completions; see
+//! [`ask`]), reads it from the answer as it passes ([`Observed`]: the
+//! `usage` object of a JSON answer, the usage chunk of a stream, the
+//! `response.completed` event of a Responses stream) and fills the slot. A
+//! usage chunk the client did not ask for is removed from the stream it
+//! sees. Nothing is held back: each event is passed on as soon as it is
+//! whole.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+use crate::body::{Body, BoxError};
+use crate::openai::{ApiRequest, Endpoint};
+
+/// Largest JSON answer read for its usage; a larger one is relayed unread.
+const MAX_JSON: usize = 4 * 1024 * 1024;
+/// Largest single event read; a larger one is passed on unread.
+const MAX_EVENT: usize = 4 * 1024 * 1024;
+
+const NONE: u64 = u64::MAX;
+
+/// Where the total tokens the upstream reported for one request end up.
+#[derive(Debug, Clone)]
+pub struct UsageSlot(Arc<AtomicU64>);
+
+impl Default for UsageSlot {
+    fn default() -> Self {
+        UsageSlot(Arc::new(AtomicU64::new(NONE)))
+    }
+}
+
+impl UsageSlot {
+    /// Total tokens (prompt plus completion) the upstream reported, if it did.
+    pub fn get(&self) -> Option<u64> {
+        let value = self.0.load(Ordering::Acquire);
+        (value != NONE).then_some(value)
+    }
+
+    fn set(&self, total: u64) {
+        self.0.store(total.min(NONE - 1), Ordering::Release);
+    }
+}
+
+/// Asks the upstream to report usage on a streamed chat or completions
+/// request that did not ask itself; true when it did so (the usage chunk is
+/// then the client's to be spared).
+pub fn ask(api: &mut ApiRequest) -> bool {
+    if !api.stream()
+        || !matches!(
+            api.endpoint(),
+            Endpoint::ChatCompletions | Endpoint::Completions
+        )
+    {
+        return false;
+    }
+    let mut options = match api.get::<serde_json::Value>("stream_options") {
+        Some(Ok(serde_json::Value::Object(options))) => options,
+        None | Some(Ok(serde_json::Value::Null)) => serde_json::Map::new(),
+        // Not ours to fix: the upstream answers it as the client sent it.
+        Some(_) => return false,
+    };
+    if options.get("include_usage") == Some(&serde_json::Value::Bool(true)) {
+        return false;
+    }
+    options.insert("include_usage".into(), serde_json::Value::Bool(true));
+    api.set("stream_options", &options).is_ok()
+}
+
+/// How the answer carries its usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// One JSON document with a top-level `usage`.
+    Json,
+    /// Server-sent events; `strip` removes the usage-only chunk.
+    Events { strip: bool },
+}
+
+/// The answer's body, read for its usage on the way through.
+pub struct Observed {
+    inner: Body,
+    shape: Shape,
+    slot: UsageSlot,
+    /// JSON: the answer so far (until `MAX_JSON`). Events: the start of an
+    /// event whose end has not arrived.
+    pending: BytesMut,
+    /// JSON: gave up reading (too large).
+    skip: bool,
+    done: bool,
+}
+
+impl Observed {
+    pub fn new(inner: Body, shape: Shape, slot: UsageSlot) -> Observed {
+        Observed {
+            inner,
+            shape,
+            slot,
+            pending: BytesMut::new(),
+            skip: false,
+            done: false,
+        }
+    }
+
+    /// Whole events of `data` (after what was pending) with the usage-only
+    /// one removed when stripping; the unfinished rest stays pending.
+    fn events(&mut self, data: Bytes, strip: bool) -> Option<Bytes> {
+        let whole = if self.pending.is_empty() {
+            data
+        } else {
+            self.pending.extend_from_slice(&data);
+            self.pending.split().freeze()
+        };
+        let Some(end) = event_ends(&whole).last() else {
+            if whole.len() > MAX_EVENT {
+                // Not an event stream we can follow: pass it on as is.
+                return Some(whole);
+            }
+            self.pending.extend_from_slice(&whole);
+            return None;
+        };
+        let complete = whole.slice(..end);
+        self.pending.extend_from_slice(&whole[end..]);
+        // Set once an event is left out: what is kept, copied.
+        let mut kept: Option<BytesMut> = None;
+        let mut copied_to = 0;
+        let mut start = 0;
+        for event_end in event_ends(&complete) {
+            let usage_only = self.read_event(&complete[start..event_end]);
+            if strip && usage_only {
+                let out = kept.get_or_insert_with(|| BytesMut::with_capacity(complete.len()));
+                out.extend_from_slice(&complete[copied_to..start]);
+                copied_to = event_end;
+            }
+            start = event_end;
+        }
+        match kept {
+            None => Some(complete),
+            Some(mut out) => {
+                out.extend_from_slice(&complete[copied_to..]);
+                Some(out.freeze())
+            }
+        }
+    }
+
+    /// Reads one event's usage into the slot; true when it is a chunk that
+    /// carries only usage (no choices).
+    fn read_event(&self, event: &[u8]) -> bool {
+        if !has_usage_object(event) {
+            return false;
+        }
+        let Some(data) = data_of(event) else {
+            return false;
+        };
+        let Ok(chunk) = serde_json::from_slice::<Chunk>(&data) else {
+            return false;
+        };
+        if let Some(usage) = chunk.usage.as_ref().and_then(Usage::total) {
+            self.slot.set(usage);
+            return chunk.choices.is_some_and(|c| c.is_empty());
+        }
+        if let Some(usage) = chunk
+            .response
+            .and_then(|r| r.usage)
+            .as_ref()
+            .and_then(Usage::total)
+        {
+            self.slot.set(usage);
+        }
+        false
+    }
+}
+
+impl HttpBody for Observed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            let frame = match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => frame,
+                Some(Err(error)) => return Poll::Ready(Some(Err(error))),
+                None => {
+                    this.done = true;
+                    return Poll::Ready(this.finish().map(|rest| Ok(Frame::data(rest))));
+                }
+            };
+            let data = match frame.into_data() {
+                Ok(data) => data,
+                Err(frame) => return Poll::Ready(Some(Ok(frame))),
+            };
+            match this.shape {
+                Shape::Json => {
+                    if !this.skip {
+                        if this.pending.len() + data.len() > MAX_JSON {
+                            this.skip = true;
+                            this.pending = BytesMut::new();
+                        } else {
+                            this.pending.extend_from_slice(&data);
+                        }
+                    }
+                    // A body of known length may not be polled past its
+                    // last frame: read the usage before handing it over.
+                    if this.inner.is_end_stream() {
+                        this.done = true;
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Shape::Events { strip } => {
+                    if let Some(out) = this.events(data, strip)
+                        && !out.is_empty()
+                    {
+                        return Poll::Ready(Some(Ok(Frame::data(out))));
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || (self.shape == Shape::Json && self.inner.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.shape {
+            Shape::Json => self.inner.size_hint(),
+            Shape::Events { .. } => SizeHint::default(),
+        }
+    }
+}
+
+impl Observed {
+    /// At the end of the answer: reads a JSON answer's usage; returns an
+    /// event stream's unfinished tail, passed on as it is.
+    fn finish(&mut self) -> Option<Bytes> {
+        match self.shape {
+            Shape::Json => {
+                if !self.skip
+                    && let Ok(answer) = serde_json::from_slice::<Answer>(&self.pending)
+                    && let Some(total) = answer.usage.as_ref().and_then(Usage::total)
+                {
+                    self.slot.set(total);
+                }
+                None
+            }
+            Shape::Events { .. } => {
+                let rest = self.pending.split().freeze();
+                if !rest.is_empty() {
+                    self.read_event(&rest);
+                }
+                (!rest.is_empty()).then_some(rest)
+            }
+        }
+    }
+}
+
+/// The reported counts, under either API's names.
+#[derive(Deserialize)]
+struct Usage {
+    total_tokens: Option<u64>,
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+}
+
+impl Usage {
+    fn total(&self) -> Option<u64> {
+        self.total_tokens.or_else(|| {
+            let input = self.prompt_tokens.or(self.input_tokens);
+            let output = self.completion_tokens.or(self.output_tokens);
+            match (input, output) {
+                (None, None) => None,
+                (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+            }
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct Answer {
+    usage: Option<Usage>,
+    #[serde(flatten)]
+    _rest: IgnoredAny,
+}
+
+/// A streamed chunk (chat, completions) or event (Responses).
+#[derive(Deserialize)]
+struct Chunk {
+    usage: Option<Usage>,
+    choices: Option<Vec<IgnoredAny>>,
+    response: Option<Answer>,
+}
+
+/// Whether `event` has a `"usage"` key whose value is an object (not the
+/// `null` every other chunk carries once usage was asked for).
+fn has_usage_object(event: &[u8]) -> bool {
+    let mut rest = event;
+    while let Some(at) = memchr::memmem::find(rest, b"\"usage\"") {
+        rest = &rest[at + 7..];
+        let value = rest
+            .iter()
+            .position(|b| !matches!(b, b' ' | b'\t' | b':'))
+            .map(|i| rest[i]);
+        if value == Some(b'{') {
+            return true;
+        }
+    }
+    false
+}
+
+/// Offsets just past each event's blank line.
+fn event_ends(bytes: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        while let Some(i) = memchr::memchr(b'\n', &bytes[at..]) {
+            let nl = at + i;
+            at = nl + 1;
+            let next = bytes.get(nl + 1).copied();
+            let next2 = bytes.get(nl + 2).copied();
+            match (next, next2) {
+                (Some(b'\n'), _) => {
+                    at = nl + 2;
+                    return Some(at);
+                }
+                (Some(b'\r'), Some(b'\n')) => {
+                    at = nl + 3;
+                    return Some(at);
+                }
+                _ => {}
+            }
+        }
+        None
+    })
+}
+
+/// The `data:` payload of one event (lines joined with `\n`).
+fn data_of(event: &[u8]) -> Option<Vec<u8>> {
+    crate::openai::sse::data_events(event).into_iter().next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    /// A body yielding `chunks` one frame each.
+    fn body_of(chunks: &[&'static str]) -> Body {
+        let frames: Vec<Result<Frame<Bytes>, BoxError>> = chunks
+            .iter()
+            .map(|c| Ok(Frame::data(Bytes::from_static(c.as_bytes()))))
+            .collect();
+        crate::body::boxed(http_body_util::StreamBody::new(futures_util::stream::iter(
+            frames,
+        )))
+    }
+
+    async fn run(chunks: &[&'static str], shape: Shape) -> (String, Option<u64>) {
+        let slot = UsageSlot::default();
+        let observed = Observed::new(body_of(chunks), shape, slot.clone());
+        let bytes = match observed.collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) => panic!("{e}"),
+        };
+        (String::from_utf8_lossy(&bytes).into_owned(), slot.get())
+    }
+
+    const CHUNK: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n";
+    const USAGE: &str = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":7,\"total_tokens\":12}}\n\n";
+    const DONE: &str = "data: [DONE]\n\n";
+
+    #[tokio::test]
+    async fn the_usage_chunk_is_read_and_left_out_when_not_asked_for() {
+        let (out, usage) = run(&[CHUNK, CHUNK, USAGE, DONE], Shape::Events { strip: true }).await;
+        assert_eq!(out, format!("{CHUNK}{CHUNK}{DONE}"));
+        assert_eq!(usage, Some(12));
+        let (out, usage) = run(&[CHUNK, USAGE, DONE], Shape::Events { strip: false }).await;
+        assert_eq!(out, format!("{CHUNK}{USAGE}{DONE}"));
+        assert_eq!(usage, Some(12));
+    }
+
+    #[tokio::test]
+    async fn events_split_across_frames_are_joined_before_reading() {
+        let stream = format!("{CHUNK}{USAGE}{DONE}");
+        let text: &'static str = Box::leak(stream.into_boxed_str());
+        // Every split point, including inside the usage chunk.
+        for cut in 1..text.len() {
+            let (a, b) = text.split_at(cut);
+            let (out, usage) = run(&[a, b], Shape::Events { strip: true }).await;
+            assert_eq!(out, format!("{CHUNK}{DONE}"), "cut at {cut}");
+            assert_eq!(usage, Some(12), "cut at {cut}");
+        }
+        // One frame holding all, and CRLF framing.
+        let (out, _) = run(&[text], Shape::Events { strip: true }).await;
+        assert_eq!(out, format!("{CHUNK}{DONE}"));
+        let crlf =
+            "data: {\"choices\":[],\"usage\":{\"total_tokens\":3}}\r\n\r\ndata: [DONE]\r\n\r\n";
+        let (out, usage) = run(&[crlf], Shape::Events { strip: true }).await;
+        assert_eq!((out.as_str(), usage), ("data: [DONE]\r\n\r\n", Some(3)));
+    }
+
+    #[tokio::test]
+    async fn an_unfinished_tail_is_passed_on() {
+        let (out, usage) = run(&[CHUNK, "data: {\"partial"], Shape::Events { strip: true }).await;
+        assert_eq!(out, format!("{CHUNK}data: {{\"partial"));
+        assert_eq!(usage, None);
+    }
+
+    #[tokio::test]
+    async fn json_answers_and_responses_events_report_usage() {
+        let (out, usage) = run(
+            &[
+                "{\"id\":\"x\",\"usage\":{\"input_tokens\":4,",
+                "\"output_tokens\":6},\"output\":[]}",
+            ],
+            Shape::Json,
+        )
+        .await;
+        assert!(out.ends_with("\"output\":[]}"));
+        assert_eq!(usage, Some(10));
+        let (_, usage) = run(
+            &["{\"data\":[],\"usage\":{\"prompt_tokens\":8,\"total_tokens\":8}}"],
+            Shape::Json,
+        )
+        .await;
+        assert_eq!(usage, Some(8));
+        let (_, usage) = run(&["not json"], Shape::Json).await;
+        assert_eq!(usage, None);
+        let completed = "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"usage\":{\"input_tokens\":2,\"output_tokens\":3,\"total_tokens\":5}}}\n\n";
+        let (out, usage) = run(&[completed], Shape::Events { strip: true }).await;
+        assert_eq!(out, completed, "a Responses event is never left out");
+        assert_eq!(usage, Some(5));
+    }
+
+    #[test]
+    fn usage_is_asked_for_on_streamed_chat_and_completions_only() {
+        let parse = |endpoint, body: &'static str| {
+            ApiRequest::parse(endpoint, Bytes::from_static(body.as_bytes()))
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let mut api = parse(
+            Endpoint::ChatCompletions,
+            r#"{"stream":true,"stream_options":{"x":1}}"#,
+        );
+        assert!(ask(&mut api));
+        assert_eq!(
+            api.get::<serde_json::Value>("stream_options")
+                .and_then(Result::ok),
+            Some(serde_json::json!({"x": 1, "include_usage": true}))
+        );
+        let mut asked = parse(
+            Endpoint::Completions,
+            r#"{"stream":true,"stream_options":{"include_usage":true}}"#,
+        );
+        assert!(!ask(&mut asked), "the client asked: nothing to leave out");
+        assert!(!asked.is_modified());
+        let mut plain = parse(Endpoint::ChatCompletions, r#"{"stream":false}"#);
+        assert!(!ask(&mut plain));
+        let mut responses = parse(Endpoint::Responses, r#"{"stream":true}"#);
+        assert!(!ask(&mut responses));
+    }
+}
