@@ -409,17 +409,8 @@ async fn redis_down_fails_open_to_the_local_limit() {
     })
     .await;
     let fallbacks = || async {
-        let text = http()
-            .get(h.url("/metrics"))
-            .send()
+        common::metric(&h.url(""), "sluice_rate_limit_redis_fallbacks_total")
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find(|l| l.starts_with("sluice_rate_limit_redis_fallbacks_total"))
-            .and_then(|l| l.split_whitespace().last()?.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
     redis.stop();

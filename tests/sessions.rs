@@ -98,17 +98,7 @@ fn upstream_order(h: &Harness) -> Vec<String> {
 
 /// The value of `sluice_sessions_active` in sluice's `/metrics`.
 async fn sessions_active(h: &Harness) -> Option<f64> {
-    let text = http()
-        .get(h.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("sluice_sessions_active "))
-        .and_then(|v| v.trim().parse().ok())
+    common::metric(&h.url(""), "sluice_sessions_active").await
 }
 
 const WAIT: Duration = Duration::from_secs(10);

@@ -115,24 +115,33 @@ impl Shared {
         [format!("{{{hex}}}:r"), format!("{{{hex}}}:t")]
     }
 
-    /// Takes one request and `cost` tokens, as [`super::local::Local::take`].
-    pub async fn take(&self, client: &Identity, cost: u64) -> Result<Verdict, RedisTierError> {
-        let [requests, tokens] = Self::keys(client);
-        let cost = i64::try_from(cost).unwrap_or(i64::MAX);
-        let reply: Vec<i64> = self
-            .tier
+    /// Runs the script in `mode` (`take` or `settle`) for `client` with `tokens`.
+    async fn call(
+        &self,
+        mode: &'static str,
+        client: &Identity,
+        tokens: i64,
+    ) -> Result<Vec<i64>, RedisTierError> {
+        let [requests_key, tokens_key] = Self::keys(client);
+        self.tier
             .eval(
                 "rate_limit",
                 &self.script,
-                &[&requests, &tokens],
+                &[&requests_key, &tokens_key],
                 &[
-                    &"take",
+                    &mode,
                     &self.requests_per_minute,
                     &self.tokens_per_minute,
-                    &cost,
+                    &tokens,
                 ],
             )
-            .await?;
+            .await
+    }
+
+    /// Takes one request and `cost` tokens, as [`super::local::Local::take`].
+    pub async fn take(&self, client: &Identity, cost: u64) -> Result<Verdict, RedisTierError> {
+        let cost = i64::try_from(cost).unwrap_or(i64::MAX);
+        let reply = self.call("take", client, cost).await?;
         let [denied, retry, r_left, r_reset, t_left, t_reset] = reply[..] else {
             return Err(RedisTierError::Redis(redis::RedisError::from((
                 redis::ErrorKind::UnexpectedReturnType,
@@ -170,22 +179,7 @@ impl Shared {
         if self.tokens_per_minute == 0 || delta == 0 {
             return Ok(());
         }
-        let [requests, tokens] = Self::keys(client);
         let delta = i64::try_from(delta).unwrap_or(if delta < 0 { i64::MIN } else { i64::MAX });
-        let _: Vec<i64> = self
-            .tier
-            .eval(
-                "rate_limit",
-                &self.script,
-                &[&requests, &tokens],
-                &[
-                    &"settle",
-                    &self.requests_per_minute,
-                    &self.tokens_per_minute,
-                    &delta,
-                ],
-            )
-            .await?;
-        Ok(())
+        self.call("settle", client, delta).await.map(drop)
     }
 }

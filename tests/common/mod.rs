@@ -180,3 +180,23 @@ where
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// The value of the first `/metrics` line of sluice at `base` (`http://ADDR`)
+/// that starts with `series` (a name, or a name with labels), if any.
+pub async fn metric(base: &str, series: &str) -> Option<f64> {
+    let text = http()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| {
+            l.strip_prefix(series)
+                .is_some_and(|rest| rest.starts_with([' ', '{']) || series.ends_with('}'))
+        })
+        .and_then(|l| l.split_whitespace().last()?.parse().ok())
+}

@@ -227,15 +227,7 @@ impl RedisTier {
     /// once, without touching the network, while the breaker is open.
     pub async fn get(&self, key: &str) -> Result<Option<Bytes>, RedisTierError> {
         let shared = &self.handle.shared;
-        let conn = if shared.breaker.allows() {
-            shared.connection()
-        } else {
-            None
-        };
-        let Some(mut conn) = conn else {
-            count_error("get", "unavailable");
-            return Err(RedisTierError::Unavailable);
-        };
+        let mut conn = shared.usable_connection("get")?;
         let mut cmd = redis::cmd("GET");
         cmd.arg(shared.full_key(key));
         let outcome =
@@ -278,15 +270,7 @@ impl RedisTier {
         args: &[&dyn ToRedisArgsRef],
     ) -> Result<T, RedisTierError> {
         let shared = &self.handle.shared;
-        let conn = if shared.breaker.allows() {
-            shared.connection()
-        } else {
-            None
-        };
-        let Some(mut conn) = conn else {
-            count_error(op, "unavailable");
-            return Err(RedisTierError::Unavailable);
-        };
+        let mut conn = shared.usable_connection(op)?;
         let mut invocation = script.prepare_invoke();
         for key in keys {
             invocation.key(shared.full_key(key));
@@ -410,6 +394,20 @@ enum DropReason {
 }
 
 impl Shared {
+    /// The connection for a call named `op`, unless the breaker is open or
+    /// none is up (counted as `unavailable`).
+    fn usable_connection(&self, op: &'static str) -> Result<Conn, RedisTierError> {
+        let conn = if self.breaker.allows() {
+            self.connection()
+        } else {
+            None
+        };
+        conn.ok_or_else(|| {
+            count_error(op, "unavailable");
+            RedisTierError::Unavailable
+        })
+    }
+
     fn connection(&self) -> Option<Conn> {
         self.conn
             .read()
