@@ -336,24 +336,27 @@ async fn two_instances_share_one_limit_through_redis() {
     let url = redis.url();
     let a = managed(|c| {
         c.rate_limit.requests_per_minute = Some(4);
+        c.rate_limit.tokens_per_minute = Some(1_000);
         c.rate_limit.redis_url = Some(url.clone());
     })
     .await;
     let mut config = common::config_for(&a.mock.base_url());
     config.auth.client_keys = parse_client_keys(CLIENT_KEYS).unwrap();
     config.rate_limit.requests_per_minute = Some(4);
+    config.rate_limit.tokens_per_minute = Some(1_000);
     config.rate_limit.redis_url = Some(url);
     let b = sluice::server::start(config).await.unwrap();
     let b_url = format!("http://{}/v1/chat/completions", b.addr());
 
-    let send = |to_b: bool, key: &'static str| {
+    let send_body = |to_b: bool, key: &'static str, body: Value| {
         let request = if to_b {
             http().post(&b_url)
         } else {
             http().post(a.url("/v1/chat/completions"))
         };
-        request.bearer_auth(key).json(&chat("shared")).send()
+        request.bearer_auth(key).json(&body).send()
     };
+    let send = |to_b: bool, key: &'static str| send_body(to_b, key, chat("shared"));
     let rate_keys = || {
         redis
             .query::<Vec<String>>(&["KEYS", "sluice:rl:*"])
@@ -373,11 +376,20 @@ async fn two_instances_share_one_limit_through_redis() {
     redis.query::<String>(&["FLUSHALL"]);
 
     let mut remaining = Vec::new();
+    let mut tokens = Vec::new();
     for i in 0..4 {
-        let response = send(i % 2 == 1, "ck-team-a-0001").await.unwrap();
+        // A new prompt each time: no cache hit gives its tokens back.
+        let body = chat(&format!("shared {i}"));
+        let response = send_body(i % 2 == 1, "ck-team-a-0001", body).await.unwrap();
         assert_eq!(response.status(), 200, "request {i}");
         remaining.push(number(&response, "x-ratelimit-remaining-requests"));
+        tokens.push(number(&response, "x-ratelimit-remaining-tokens"));
+        response.bytes().await.unwrap();
     }
+    assert!(
+        tokens.windows(2).all(|w| w[1] < w[0]) && tokens[0] < 1_000,
+        "one token allowance across both instances: {tokens:?}"
+    );
     assert_eq!(
         remaining,
         [3, 2, 1, 0],
@@ -390,9 +402,23 @@ async fn two_instances_share_one_limit_through_redis() {
     }
     // The state is one Redis key per client and limit, with an expiry.
     let keys = rate_keys();
-    assert_eq!(keys.len(), 1, "{keys:?}");
-    let ttl: i64 = redis.query(&["PTTL", &keys[0]]).unwrap();
-    assert!(ttl > 0 && ttl <= 61_000, "{ttl}");
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    for key in &keys {
+        let ttl: i64 = redis.query(&["PTTL", key]).unwrap();
+        assert!(ttl > 0 && ttl <= 61_000, "{key}: {ttl}");
+    }
+    // A request needing more than a minute's tokens, through the script.
+    let mut huge = chat("huge");
+    huge["max_tokens"] = json!(2_000);
+    let too_large = http()
+        .post(&b_url)
+        .bearer_auth("ck-team-b-0002")
+        .json(&huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_large.status(), 429);
+    assert_eq!(error_of(too_large).await["code"], "request_too_large");
     b.shutdown();
 }
 

@@ -205,7 +205,8 @@ impl Ledger {
             return Err((self.window(tat, now), denied));
         }
         let ahead = next.saturating_duration_since(now);
-        if ahead > PERIOD {
+        // Nothing asked (a path without a prompt): a client in debt still passes.
+        if cost > 0 && ahead > PERIOD {
             let denied = Denied {
                 kind: Kind::Tokens,
                 retry_after: ahead - PERIOD,
@@ -319,6 +320,19 @@ mod tests {
             .unwrap_or_else(|_| panic!("denied"));
         assert_eq!(w.remaining, 0);
         assert_eq!(w.reset, PERIOD);
+    }
+
+    #[test]
+    fn a_request_without_tokens_passes_a_client_in_debt() {
+        let ledger = Ledger::new(100);
+        let a = client("a");
+        let now = Instant::now();
+        ledger.settle(&a, 500, now);
+        assert!(ledger.take(&a, 1, now).is_err());
+        let w = ledger
+            .take(&a, 0, now)
+            .unwrap_or_else(|_| panic!("refused"));
+        assert_eq!(w.remaining, 0);
     }
 
     #[test]

@@ -65,7 +65,7 @@ if tpm > 0 then
       denied = 3
     else
       local nxt = tat + n * per
-      if nxt - now > period then
+      if n > 0 and nxt - now > period then
         denied, retry = 2, nxt - period - now
       else
         store(KEYS[2], nxt)
