@@ -187,14 +187,7 @@ async fn hits_are_counted_in_metrics() {
     let body = chat("metrics").to_string();
     send(&h, &body, &[]).await.1.bytes().await.unwrap();
     send(&h, &body, &[]).await.1.bytes().await.unwrap();
-    let text = http()
-        .get(h.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = common::metrics_text(&h.url("")).await;
     for needle in [
         "sluice_cache_requests_total{result=\"hit\"}",
         "sluice_cache_lookups_total{tier=\"memory\",result=\"hit\"}",

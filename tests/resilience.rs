@@ -472,14 +472,7 @@ async fn the_breaker_opens_and_closes() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "upstream_unavailable");
     assert_eq!(mock.request_count(), 3);
-    let metrics = http()
-        .get(format!("http://{}/metrics", sluice.addr()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics_text(&format!("http://{}", sluice.addr())).await;
     assert!(
         metrics.contains("sluice_upstream_breaker_state{upstream=\"only\"} 2"),
         "{metrics}"

@@ -181,18 +181,24 @@ where
     }
 }
 
-/// The value of the first `/metrics` line of sluice at `base` (`http://ADDR`)
-/// that starts with `series` (a name, or a name with labels), if any.
-pub async fn metric(base: &str, series: &str) -> Option<f64> {
-    let text = http()
+/// The `/metrics` text of sluice at `base` (`http://ADDR`).
+pub async fn metrics_text(base: &str) -> String {
+    http()
         .get(format!("{base}/metrics"))
         .send()
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
-    text.lines()
+        .unwrap()
+}
+
+/// The value of the first `/metrics` line of sluice at `base` (`http://ADDR`)
+/// that starts with `series` (a name, or a name with labels), if any.
+pub async fn metric(base: &str, series: &str) -> Option<f64> {
+    metrics_text(base)
+        .await
+        .lines()
         .filter(|l| !l.starts_with('#'))
         .find(|l| {
             l.strip_prefix(series)
