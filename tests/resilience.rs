@@ -445,7 +445,7 @@ async fn the_breaker_opens_and_closes() {
         ("x-mock-fault-key", "all"),
     ])
     .await;
-    let sluice = start(vec![upstream("only", &mock, &["*"])], |c| {
+    let sluice = start(vec![upstream("breaker", &mock, &["*"])], |c| {
         c.retry.max_retries = 0;
         c.breaker.min_requests = 3;
         c.breaker.failure_ratio = 0.5;
@@ -474,7 +474,7 @@ async fn the_breaker_opens_and_closes() {
     assert_eq!(mock.request_count(), 3);
     let metrics = common::metrics_text(&format!("http://{}", sluice.addr())).await;
     assert!(
-        metrics.contains("sluice_upstream_breaker_state{upstream=\"only\"} 2"),
+        metrics.contains("sluice_upstream_breaker_state{upstream=\"breaker\"} 2"),
         "{metrics}"
     );
     // After the cooldown a probe goes through, succeeds, and closes it.
