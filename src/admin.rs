@@ -109,7 +109,9 @@ impl<S> Admin<S> {
 fn metrics() -> Response<Body> {
     match crate::observe::prometheus() {
         Some(handle) => {
-            let mut response = Response::new(body::full(handle.render()));
+            let mut text = handle.render();
+            crate::report::costs::render(&mut text);
+            let mut response = Response::new(body::full(text));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

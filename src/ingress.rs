@@ -218,6 +218,11 @@ where
             let bytes = read_body(body, &limits).await?;
             let api = ApiRequest::parse_within_depth(endpoint, bytes, limits.json_depth)
                 .map_err(IngressError::from)?;
+            if let (Some(tally), Some(model)) =
+                (parts.extensions.get::<crate::report::Tally>(), api.model())
+            {
+                tally.set_model(model);
+            }
             parts.extensions.insert(api);
             inner.call(Request::from_parts(parts, body::empty())).await
         }))

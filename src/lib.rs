@@ -29,6 +29,7 @@ pub mod observe;
 pub mod openai;
 pub mod prune;
 pub mod rate_limit;
+pub mod report;
 pub mod server;
 pub mod session;
 pub mod stack;

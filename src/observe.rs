@@ -81,6 +81,7 @@ fn install() -> Option<PrometheusHandle> {
 
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    crate::report::describe();
     describe_counter!(
         REQUESTS_TOTAL,
         "Requests answered, by endpoint and HTTP status."

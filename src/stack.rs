@@ -25,6 +25,7 @@ use crate::ingress::IngressLayer;
 use crate::lifecycle::Lifecycle;
 use crate::prune::PruneLayer;
 use crate::rate_limit::RateLimitLayer;
+use crate::report::Reporter;
 use crate::session::SessionLayer;
 use crate::tokens::{Counter, TokensLayer};
 use crate::upstream::health::Health;
@@ -69,6 +70,8 @@ pub struct Shared {
     pub health: Arc<Vec<Arc<Health>>>,
     /// The retry policy's settings and its one retry budget.
     pub retry: Arc<RetrySettings>,
+    /// Usage and savings counters, prices, the access log.
+    pub reporter: Arc<Reporter>,
 }
 
 impl Shared {
@@ -87,6 +90,7 @@ impl Shared {
             tokens: TokensLayer::new(counter),
             health: Arc::new(crate::upstream::route::health_of(config)),
             retry: Arc::new(RetrySettings::new(&config.retry)),
+            reporter: Reporter::new(config),
         }
     }
 }
@@ -136,8 +140,9 @@ pub fn build(
         // A panic below becomes a 500; the process and other requests go on.
         .layer(CatchPanicLayer)
         // Counts requests by endpoint and status, times them to their last
-        // byte, tracks requests in flight.
-        .layer(MetricsLayer)
+        // byte, tracks requests in flight; for requests under /v1/, tallies
+        // usage and savings by model and client and logs the access line.
+        .layer(MetricsLayer::new(shared.reporter.clone()))
         // Answers /healthz, /readyz and /metrics, and 404s anything outside
         // /v1/. Above load shedding so probes are answered under overload.
         .layer(AdminLayer::new(

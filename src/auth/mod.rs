@@ -126,6 +126,9 @@ where
                 }
             },
         };
+        if let Some(tally) = req.extensions().get::<crate::report::Tally>() {
+            tally.set_client(identity.name());
+        }
         req.extensions_mut().insert(identity);
         futures_util::future::Either::Left(self.inner.call(req))
     }

@@ -7,6 +7,7 @@
 //! its only input, so a later request for any mix of old and new texts pays
 //! only for the new ones.
 
+use crate::upstream::usage::Reported;
 use std::sync::Arc;
 
 use http::{Request, Response, StatusCode, header};
@@ -82,7 +83,18 @@ where
             .map(|e| item_of(e))
             .collect::<Option<Vec<_>>>();
         match items {
-            Some(items) => return Ok(mark(answer(items, StatusCode::OK, None), "hit")),
+            Some(items) => {
+                if let Some(tally) = req.extensions().get::<crate::report::Tally>() {
+                    let tokens = items.iter().map(|i| i.tokens).sum();
+                    let usage = Reported {
+                        prompt: tokens,
+                        total: tokens,
+                        ..Reported::default()
+                    };
+                    tally.served_from_cache(usage, false);
+                }
+                return Ok(mark(answer(items, StatusCode::OK, None), "hit"));
+            }
             // An entry that does not read back: fetch everything afresh.
             None => found.iter_mut().for_each(|f| *f = None),
         }
@@ -201,7 +213,11 @@ fn store(cache: &Cache, key: CacheKey, item: &Item, ttl: std::time::Duration) {
             stream: None,
             stored_at: std::time::SystemTime::now(),
             ttl,
-            tokens: item.tokens,
+            usage: Reported {
+                prompt: item.tokens,
+                total: item.tokens,
+                ..Reported::default()
+            },
             prompt: None,
         },
     );
@@ -212,7 +228,7 @@ fn item_of(entry: &Entry) -> Option<Item> {
     Some(Item {
         data: stored.get("data")?.clone(),
         model: stored.get("model").cloned().unwrap_or(Value::Null),
-        tokens: entry.tokens,
+        tokens: entry.usage.total,
     })
 }
 

@@ -27,6 +27,8 @@ pub struct LiveStream {
     changed: watch::Sender<u64>,
     /// The leader's prompt tokens, for the followers' token headers.
     prompt: std::sync::OnceLock<PromptTokens>,
+    /// Where the leader's usage lands, for the followers' savings.
+    usage: std::sync::OnceLock<crate::upstream::usage::UsageSlot>,
 }
 
 impl LiveStream {
@@ -35,6 +37,7 @@ impl LiveStream {
             state: Mutex::default(),
             changed: watch::Sender::new(0),
             prompt: std::sync::OnceLock::new(),
+            usage: std::sync::OnceLock::new(),
         })
     }
 
@@ -45,6 +48,15 @@ impl LiveStream {
 
     pub fn prompt(&self) -> Option<PromptTokens> {
         self.prompt.get().copied()
+    }
+
+    /// Sets where the leader's usage lands (once).
+    pub fn set_usage(&self, slot: crate::upstream::usage::UsageSlot) {
+        let _ = self.usage.set(slot);
+    }
+
+    pub fn usage(&self) -> Option<crate::upstream::usage::UsageSlot> {
+        self.usage.get().cloned()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

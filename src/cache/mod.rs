@@ -55,6 +55,7 @@ use crate::error::Error;
 use crate::observe::{CACHE_LOOKUPS_TOTAL, CACHE_REQUESTS_TOTAL, CACHE_TOKENS_SAVED_TOTAL};
 use crate::openai::{ApiRequest, Endpoint};
 use crate::tokens::PromptTokens;
+use crate::upstream::usage::UsageSlot;
 use coalesce::{FlightGuard, InFlight, Role};
 use directives::Directives;
 use key::{CacheKey, Scope};
@@ -163,7 +164,7 @@ impl Cache {
                 (entry, "redis")
             }
         };
-        metrics::counter!(CACHE_TOKENS_SAVED_TOTAL).increment(entry.tokens);
+        metrics::counter!(CACHE_TOKENS_SAVED_TOTAL).increment(entry.usage.total);
         Some((entry, tier))
     }
 
@@ -382,6 +383,9 @@ where
                 && let Some(answer) = hit(&entry, tier, wants)
             {
                 let outcome = if waited { "coalesced" } else { "hit" };
+                if let Some(tally) = req.extensions().get::<crate::report::Tally>() {
+                    tally.served_from_cache(entry.usage, waited);
+                }
                 return Ok(mark(answer, outcome));
             }
             // A streamed request leads with a live stream others can follow.
@@ -401,6 +405,9 @@ where
                         && usage == wants.usage
                         && live.started().await
                     {
+                        if let Some(tally) = req.extensions().get::<crate::report::Tally>() {
+                            tally.followed(live.usage());
+                        }
                         return Ok(mark(follow(&live), "coalesced"));
                     }
                     coalesce::landed(done).await;
@@ -412,6 +419,7 @@ where
 
     // Store what any client can read: the upstream's identity encoding.
     req.headers_mut().remove(header::ACCEPT_ENCODING);
+    let usage = req.extensions().get::<UsageSlot>().cloned();
     let response = inner.call(req).await?;
     // A copy, not a clone: a header value may point into the connection's
     // whole read buffer, which a stored entry would then keep alive.
@@ -439,6 +447,9 @@ where
     if let (Some(publisher), Some(prompt)) = (&publisher, prompt) {
         publisher.0.set_prompt(prompt);
     }
+    if let (Some(publisher), Some(slot)) = (&publisher, &usage) {
+        publisher.0.set_usage(slot.clone());
+    }
     let recorder = Recorder {
         inner: body,
         publisher,
@@ -450,6 +461,7 @@ where
             limit_set,
             wants,
             prompt,
+            usage,
             buffer: BytesMut::new(),
             _flight: flight,
         }),
@@ -476,6 +488,7 @@ mod tests {
                 usage: false,
             },
             prompt: None,
+            usage: None,
             buffer: BytesMut::from(body.as_bytes()),
             _flight: None,
         }
@@ -527,10 +540,11 @@ mod tests {
                 usage: false,
             },
             prompt: None,
+            usage: None,
             buffer: BytesMut::from(&br#"{"usage":{"prompt_tokens":5,"total_tokens":42}}"#[..]),
             _flight: None,
         }
         .finish();
-        assert_eq!(cache.memory.get(&key).map(|e| e.tokens), Some(42));
+        assert_eq!(cache.memory.get(&key).map(|e| e.usage.total), Some(42));
     }
 }

@@ -18,6 +18,7 @@ use super::replay::{Wanted, assemble};
 use super::store::{Entry, RecordedStream};
 use crate::body::{self, Body};
 use crate::tokens::PromptTokens;
+use crate::upstream::usage::{Usage, UsageSlot};
 
 pub(super) struct Recording {
     pub(super) cache: Arc<Cache>,
@@ -28,6 +29,10 @@ pub(super) struct Recording {
     pub(super) wants: Wanted,
     /// The request's prompt tokens, from the answer's headers.
     pub(super) prompt: Option<PromptTokens>,
+    /// Where the upstream's reported usage lands, for answers that do not
+    /// carry it themselves (a stream whose usage chunk the client did not
+    /// ask for).
+    pub(super) usage: Option<UsageSlot>,
     pub(super) buffer: BytesMut,
     /// Followers wait until this recording is stored or abandoned.
     pub(super) _flight: Option<FlightGuard>,
@@ -73,7 +78,12 @@ impl Recording {
         if cut_short || incomplete {
             return;
         }
-        let tokens = answer.usage.and_then(|u| u.total_tokens).unwrap_or(0);
+        let usage = answer
+            .usage
+            .as_ref()
+            .and_then(Usage::reported)
+            .or_else(|| self.usage.as_ref().and_then(UsageSlot::report))
+            .unwrap_or_default();
         let ttl = self.ttl;
         self.cache.store(
             self.key,
@@ -83,7 +93,7 @@ impl Recording {
                 stream,
                 stored_at: SystemTime::now(),
                 ttl,
-                tokens,
+                usage,
                 prompt: self.prompt,
             },
         );
@@ -99,12 +109,6 @@ struct Answer {
     choices: Vec<Choice>,
     #[serde(default)]
     status: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Usage {
-    #[serde(default)]
-    total_tokens: Option<u64>,
 }
 
 #[derive(Deserialize)]

@@ -11,6 +11,7 @@ use moka::sync::Cache;
 use super::key::CacheKey;
 use crate::observe::{CACHE_ENTRIES, CACHE_EVICTIONS_TOTAL, CACHE_STORED_BYTES};
 use crate::tokens::PromptTokens;
+use crate::upstream::usage::Reported;
 
 /// One stored answer.
 #[derive(Debug)]
@@ -23,9 +24,8 @@ pub struct Entry {
     /// When it was stored, for `age` and `max-age`.
     pub stored_at: SystemTime,
     pub ttl: Duration,
-    /// Tokens the upstream reported for it (`usage.total_tokens`): what each
-    /// hit saves.
-    pub tokens: u64,
+    /// The usage the upstream reported for it: what each hit saves.
+    pub usage: Reported,
     /// The request's prompt tokens before and after pruning and compression,
     /// for the token headers of hits.
     pub prompt: Option<PromptTokens>,
@@ -116,7 +116,7 @@ impl MemoryTier {
                 stream: entry.stream.clone(),
                 stored_at: entry.stored_at,
                 ttl: remaining,
-                tokens: entry.tokens,
+                usage: entry.usage,
                 prompt: entry.prompt,
             })
         } else {
@@ -144,7 +144,7 @@ mod tests {
             stream: None,
             stored_at: SystemTime::now(),
             ttl,
-            tokens: 0,
+            usage: Reported::default(),
             prompt: None,
         }
     }
@@ -180,7 +180,7 @@ mod tests {
 pub mod wire {
     use super::*;
 
-    const VERSION: u8 = 2;
+    const VERSION: u8 = 3;
 
     pub fn encode(entry: &Entry) -> Bytes {
         let stream_len = entry.stream.as_ref().map_or(0, |s| s.sse.len());
@@ -192,7 +192,10 @@ pub mod wire {
             .map_or(0, |d| d.as_secs());
         out.extend_from_slice(&stored.to_le_bytes());
         out.extend_from_slice(&entry.ttl.as_secs().to_le_bytes());
-        out.extend_from_slice(&entry.tokens.to_le_bytes());
+        let usage = &entry.usage;
+        for n in [usage.prompt, usage.completion, usage.cached, usage.total] {
+            out.extend_from_slice(&n.to_le_bytes());
+        }
         match entry.prompt {
             None => out.push(0),
             Some(prompt) => {
@@ -224,7 +227,12 @@ pub mod wire {
         }
         let stored = number(&mut input)?;
         let ttl = number(&mut input)?;
-        let tokens = number(&mut input)?;
+        let usage = Reported {
+            prompt: number(&mut input)?,
+            completion: number(&mut input)?,
+            cached: number(&mut input)?,
+            total: number(&mut input)?,
+        };
         let prompt = match take(&mut input, 1)?.first()? {
             0 => None,
             1 => Some(PromptTokens {
@@ -249,7 +257,7 @@ pub mod wire {
             stream,
             stored_at: SystemTime::UNIX_EPOCH + Duration::from_secs(stored),
             ttl: Duration::from_secs(ttl),
-            tokens,
+            usage,
             prompt,
         })
     }
@@ -283,7 +291,12 @@ pub mod wire {
                 }),
                 stored_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
                 ttl: Duration::from_secs(3600),
-                tokens: 42,
+                usage: Reported {
+                    prompt: 30,
+                    completion: 12,
+                    cached: 5,
+                    total: 42,
+                },
                 prompt: Some(PromptTokens {
                     original: 900,
                     sent: 300,
@@ -294,7 +307,7 @@ pub mod wire {
             assert_eq!(back.content_type, entry.content_type);
             assert_eq!(back.stored_at, entry.stored_at);
             assert_eq!(back.ttl, entry.ttl);
-            assert_eq!(back.tokens, 42);
+            assert_eq!(back.usage, entry.usage);
             assert_eq!(back.prompt, entry.prompt);
             assert!(back.stream.is_some_and(|s| {
                 s.usage

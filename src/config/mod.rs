@@ -35,7 +35,7 @@ pub use error::ConfigError;
 pub use secret::{Secret, mask_url};
 
 /// The whole configuration, one field per TOML section.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
@@ -49,6 +49,7 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     pub sessions: SessionsConfig,
     pub auth: AuthConfig,
+    pub usage: UsageConfig,
     pub log: LogConfig,
 }
 
@@ -66,13 +67,14 @@ impl Default for Config {
             rate_limit: RateLimitConfig::default(),
             sessions: SessionsConfig::default(),
             auth: AuthConfig::default(),
+            usage: UsageConfig::default(),
             log: LogConfig::default(),
         }
     }
 }
 
 /// `[server]`: the listening side.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address clients connect to.
@@ -112,6 +114,10 @@ pub struct ServerConfig {
     /// Worker threads, each serving its own share of connections with its
     /// own upstream pools; 0 = one per CPU core.
     pub workers: usize,
+    /// How often the config file is checked for changes, which are then
+    /// loaded as on SIGHUP; 0 = only on SIGHUP.
+    #[serde(with = "humantime_serde")]
+    pub config_poll_interval: Duration,
 }
 
 impl Default for ServerConfig {
@@ -129,6 +135,7 @@ impl Default for ServerConfig {
             max_uri_length: ByteSize::kib(8),
             max_json_depth: 64,
             workers: 0,
+            config_poll_interval: Duration::from_secs(5),
         }
     }
 }
@@ -137,7 +144,7 @@ impl Default for ServerConfig {
 ///
 /// `name` and `base_url` are required in the file; the other keys default to the values
 /// of [`UpstreamConfig::default`], which is also the upstream used when the file has none.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// Shown in `x-sluice-upstream`, logs and metrics; unique.
@@ -259,7 +266,7 @@ impl std::fmt::Debug for UpstreamConfig {
 }
 
 /// `[retry]`: retrying failed upstream attempts.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryConfig {
     /// Attempts after the first.
@@ -289,7 +296,7 @@ impl Default for RetryConfig {
 }
 
 /// `[breaker]`: passive health of each upstream from its recent outcomes.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BreakerConfig {
     /// Share of failed attempts (connect errors, timeouts, 5xx, broken streams) over
@@ -329,7 +336,7 @@ pub enum CacheScope {
 }
 
 /// `[cache]`: the response cache (memory, optionally backed by Redis).
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
     pub enabled: bool,
@@ -380,7 +387,7 @@ impl std::fmt::Debug for CacheConfig {
 }
 
 /// `[prune]`: trimming long conversations before they are sent.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PruneConfig {
     pub enabled: bool,
@@ -411,7 +418,7 @@ pub enum CompressLevel {
 }
 
 /// `[compress]`: shortening prompts.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CompressConfig {
     pub level: CompressLevel,
@@ -431,7 +438,7 @@ impl Default for CompressConfig {
 }
 
 /// `[tokens]`: token counting.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TokensConfig {
     /// Encoding for models OpenAI does not make (`"o200k_base"` or `"cl100k_base"`).
@@ -439,7 +446,7 @@ pub struct TokensConfig {
 }
 
 /// `[rate_limit]`: per client limits; none when unset.
-#[derive(Clone, Default, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitConfig {
     /// Requests a client may send per minute (bursts up to the whole minute's).
@@ -478,7 +485,7 @@ impl std::fmt::Debug for RateLimitConfig {
 }
 
 /// `[sessions]`: serialising the requests of one session.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SessionsConfig {
     /// Request header carrying the session id.
@@ -501,7 +508,7 @@ impl Default for SessionsConfig {
 }
 
 /// `[auth]`: client authentication.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// Environment variable holding the comma-separated client keys (`name:key` or
@@ -515,7 +522,7 @@ pub struct AuthConfig {
 
 /// One client key from `client_keys_env`: `name:key`, or a bare `key` named
 /// `key-` and 8 hex digits of its digest.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientKey {
     pub name: String,
     pub key: Secret,
@@ -579,12 +586,15 @@ pub enum LogFormat {
 }
 
 /// `[log]`: logging to stderr.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// A `tracing_subscriber::EnvFilter` directive (`info`, `info,sluice=debug`, ...).
     pub level: String,
     pub format: LogFormat,
+    /// One line per request (target `sluice::access`, level info): status,
+    /// latency, model, client, upstream, attempts, cache, tokens.
+    pub access: bool,
 }
 
 impl Default for LogConfig {
@@ -592,8 +602,50 @@ impl Default for LogConfig {
         Self {
             level: "info".to_owned(),
             format: LogFormat::Text,
+            access: true,
         }
     }
+}
+
+/// `[usage]`: what the usage and savings metrics count and price.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsageConfig {
+    /// Ask upstreams for usage on streamed chat and completions requests
+    /// (`stream_options.include_usage`); the extra chunk is removed for
+    /// clients that did not ask for it.
+    pub stream_usage: bool,
+    /// Distinct models, and distinct clients, named in metric labels; later
+    /// ones are counted under `other`.
+    pub max_label_values: usize,
+    /// Prices per million tokens by model (glob patterns; the longest
+    /// matching pattern wins), turning tokens into estimated cost.
+    pub prices: std::collections::BTreeMap<String, Price>,
+}
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        Self {
+            stream_usage: true,
+            max_label_values: 100,
+            prices: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+/// One model's prices, per million tokens, in any one currency.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    /// Prompt (input) tokens.
+    pub input: f64,
+    /// Completion (output) tokens.
+    #[serde(default)]
+    pub output: f64,
+    /// Prompt tokens the upstream served from its own prompt cache; the
+    /// input price when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_input: Option<f64>,
 }
 
 impl Config {
@@ -681,8 +733,34 @@ impl Config {
         render_section(&mut out, "[sessions]", &self.sessions, &[]);
         let unset = [("client_keys_env", self.auth.client_keys_env.is_none())];
         render_section(&mut out, "[auth]", &self.auth, &unset);
+        render_usage(&mut out, &self.usage);
         render_section(&mut out, "[log]", &self.log, &[]);
         out
+    }
+}
+
+/// `[usage]`, with its price table as `[usage.prices]` of inline tables
+/// (a plain rendering would put the prices under a `[prices.…]` header).
+fn render_usage(out: &mut String, usage: &UsageConfig) {
+    out.push_str(&format!(
+        "\n[usage]\nstream_usage = {}\nmax_label_values = {}\n",
+        usage.stream_usage, usage.max_label_values
+    ));
+    if usage.prices.is_empty() {
+        out.push_str("# no prices: costs are not estimated\n");
+        return;
+    }
+    out.push_str("\n[usage.prices]\n");
+    for (model, price) in &usage.prices {
+        let cached = price
+            .cached_input
+            .map_or_else(String::new, |c| format!(", cached_input = {c:?}"));
+        out.push_str(&format!(
+            "{} = {{ input = {:?}, output = {:?}{cached} }}\n",
+            toml::Value::String(model.clone()),
+            price.input,
+            price.output
+        ));
     }
 }
 

@@ -11,7 +11,7 @@ const MASK: &str = "****";
 
 /// A secret string (an API key). `Debug`, `Display` and `Serialize` show `****`; only
 /// [`Secret::expose`] gives the value.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
 impl Secret {

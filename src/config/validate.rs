@@ -21,7 +21,37 @@ pub(super) fn validate(config: &Config) -> Checked {
         env_var_name("auth.client_keys_env", name)?;
     }
     open_key(config)?;
+    usage(config)?;
     log_level(&config.log.level)
+}
+
+fn usage(config: &Config) -> Checked {
+    at_least_one(
+        "usage.max_label_values",
+        config.usage.max_label_values as u64,
+    )?;
+    for (model, price) in &config.usage.prices {
+        let key = format!("usage.prices.{model:?}");
+        if let Err(err) = glob::Pattern::new(model) {
+            return fail(key, format!("{model:?} is not a valid pattern: {err}"));
+        }
+        let prices = [
+            ("input", Some(price.input)),
+            ("output", Some(price.output)),
+            ("cached_input", price.cached_input),
+        ];
+        for (name, value) in prices {
+            if let Some(value) = value
+                && !(value.is_finite() && value >= 0.0)
+            {
+                return fail(
+                    format!("{key}.{name}"),
+                    format!("must be a price per million tokens, 0 or more (got {value})"),
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 fn fail(key: impl Into<String>, message: impl Into<String>) -> Checked {

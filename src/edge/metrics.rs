@@ -1,10 +1,12 @@
 //! Request metrics: count by endpoint and status, duration to the last byte,
-//! requests in flight.
+//! requests in flight; and, for requests under `/v1/`, the usage and savings
+//! tally and the access log line (see [`crate::report`]).
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{Request, Response, StatusCode};
 use pin_project_lite::pin_project;
@@ -14,20 +16,33 @@ use crate::body::{self, Body};
 use crate::error::Error;
 use crate::observe::{REQUEST_DURATION, REQUESTS_IN_FLIGHT, REQUESTS_TOTAL, status_label};
 use crate::openai::Endpoint;
+use crate::report::{Finished, Marks, Reporter, Tally};
 
-#[derive(Debug, Clone, Copy, Default)]
-pub struct MetricsLayer;
+#[derive(Debug, Clone)]
+pub struct MetricsLayer {
+    reporter: Arc<Reporter>,
+}
+
+impl MetricsLayer {
+    pub fn new(reporter: Arc<Reporter>) -> Self {
+        MetricsLayer { reporter }
+    }
+}
 
 impl<S> Layer<S> for MetricsLayer {
     type Service = Metrics<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        Metrics { inner }
+        Metrics {
+            inner,
+            reporter: self.reporter.clone(),
+        }
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct Metrics<S> {
     inner: S,
+    reporter: Arc<Reporter>,
 }
 
 impl<S> Service<Request<Body>> for Metrics<S>
@@ -42,13 +57,30 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         let endpoint = endpoint_label(&req);
         metrics::gauge!(REQUESTS_IN_FLIGHT).increment(1.0);
+        let access = (endpoint != "admin").then(|| {
+            let (tally, usage) = self.reporter.begin();
+            req.extensions_mut().insert(tally.clone());
+            req.extensions_mut().insert(usage);
+            Box::new(Access {
+                tally,
+                method: req.method().clone(),
+                uri: req.uri().clone(),
+                request_id: req
+                    .extensions()
+                    .get::<crate::edge::request_id::RequestId>()
+                    .map(|id| id.0.clone()),
+                head: None,
+                marks: Marks::default(),
+            })
+        });
         let record = Record {
             endpoint,
             start: Instant::now(),
             status: None,
+            access,
         };
         MetricsFuture {
             inner: self.inner.call(req),
@@ -72,6 +104,19 @@ struct Record {
     endpoint: &'static str,
     start: Instant,
     status: Option<StatusCode>,
+    access: Option<Box<Access>>,
+}
+
+/// What the access line and the usage tally need of a request under `/v1/`.
+struct Access {
+    tally: Tally,
+    method: http::Method,
+    uri: http::Uri,
+    request_id: Option<http::HeaderValue>,
+    /// Time to the answer's head.
+    head: Option<Duration>,
+    /// What sluice's layers noted in the answer's head.
+    marks: Marks,
 }
 
 impl Drop for Record {
@@ -84,8 +129,22 @@ impl Drop for Record {
         metrics::gauge!(REQUESTS_IN_FLIGHT).decrement(1.0);
         metrics::counter!(REQUESTS_TOTAL, "endpoint" => self.endpoint, "status" => status)
             .increment(1);
+        let latency = self.start.elapsed();
         metrics::histogram!(REQUEST_DURATION, "endpoint" => self.endpoint)
-            .record(self.start.elapsed().as_secs_f64());
+            .record(latency.as_secs_f64());
+        if let Some(access) = &self.access {
+            Finished {
+                method: &access.method,
+                path: access.uri.path(),
+                endpoint: self.endpoint,
+                status: self.status,
+                latency,
+                head: access.head,
+                request_id: access.request_id.as_ref().and_then(|v| v.to_str().ok()),
+                marks: &access.marks,
+            }
+            .record(&access.tally);
+        }
     }
 }
 
@@ -112,6 +171,10 @@ where
         match result {
             Ok(response) => {
                 record.status = Some(response.status());
+                if let Some(access) = &mut record.access {
+                    access.head = Some(record.start.elapsed());
+                    access.marks = Marks::of(response.headers());
+                }
                 let (parts, body) = response.into_parts();
                 Poll::Ready(Ok(Response::from_parts(parts, body::guarded(body, record))))
             }

@@ -259,6 +259,9 @@ fn apply(req: &mut Request<Body>, outcome: Outcome) {
             );
             metrics::counter!(PRUNE_REQUESTS_TOTAL, "result" => "pruned").increment(1);
             metrics::counter!(PRUNE_TOKENS_REMOVED_TOTAL).increment(before.saturating_sub(after));
+            if let Some(tally) = extensions.get::<crate::report::Tally>() {
+                tally.pruned(before.saturating_sub(after));
+            }
             if let Some(kept) = extensions.get_mut::<Original>() {
                 kept.pruned = Some(after);
             }

@@ -229,8 +229,13 @@ where
                 }));
             }
             let settle = limits.tokens_per_minute.is_some() && cost > 0;
-            let slot = UsageSlot::default();
+            // The usage slot the metrics layer put in, or one of our own.
+            let slot = match req.extensions().get::<UsageSlot>() {
+                Some(slot) => slot.clone(),
+                None => UsageSlot::default(),
+            };
             if settle {
+                slot.want_stream_usage();
                 req.extensions_mut().insert(slot.clone());
             }
             let mut answer = match inner.call(req).await {

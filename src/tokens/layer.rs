@@ -150,6 +150,7 @@ where
             return futures_util::future::Either::Left(self.inner.call(req));
         };
         let original = req.extensions().get::<Original>().cloned();
+        let tally = req.extensions().get::<crate::report::Tally>().cloned();
         let counter = self.counter.clone();
         let answer = self.inner.call(req);
         futures_util::future::Either::Right(Box::pin(async move {
@@ -178,6 +179,11 @@ where
                     .unwrap_or(original_tokens)
                     .saturating_sub(sent_tokens);
                 metrics::counter!(COMPRESS_TOKENS_SAVED_TOTAL).increment(compressed);
+                if let Some(tally) = &tally
+                    && compressed > 0
+                {
+                    tally.compressed(compressed);
+                }
                 metrics::counter!(PROMPT_TOKENS_TOTAL, "stage" => "original")
                     .increment(original_tokens);
                 metrics::counter!(PROMPT_TOKENS_TOTAL, "stage" => "sent").increment(sent_tokens);

@@ -149,10 +149,14 @@ impl Service<Request<Body>> for UpstreamService {
         Box::pin(async move {
             let (mut parts, body) = req.into_parts();
             let mut api = parts.extensions.remove::<ApiRequest>();
-            // Someone above wants the usage: ask for it where it is optional.
-            let usage = parts.extensions.remove::<usage::UsageSlot>();
+            // Someone above wants the usage of an understood request: read
+            // it from the answer, asking for it where it is optional.
+            let usage = match &api {
+                Some(_) => parts.extensions.remove::<usage::UsageSlot>(),
+                None => None,
+            };
             let strip = match (&usage, api.as_mut()) {
-                (Some(_), Some(api)) => usage::ask(api),
+                (Some(slot), Some(api)) if slot.wants_stream_usage() => usage::ask(api),
                 _ => false,
             };
             let model = api.as_ref().and_then(ApiRequest::model);

@@ -12,8 +12,8 @@
 //! whole.
 
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
@@ -29,27 +29,62 @@ const MAX_JSON: usize = 4 * 1024 * 1024;
 /// Largest single event read; a larger one is passed on unread.
 const MAX_EVENT: usize = 4 * 1024 * 1024;
 
-const NONE: u64 = u64::MAX;
-
-/// Where the total tokens the upstream reported for one request end up.
-#[derive(Debug, Clone)]
-pub struct UsageSlot(Arc<AtomicU64>);
-
-impl Default for UsageSlot {
-    fn default() -> Self {
-        UsageSlot(Arc::new(AtomicU64::new(NONE)))
-    }
+/// What the upstream reported a request used.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reported {
+    /// Prompt (input) tokens, the cached ones included.
+    pub prompt: u64,
+    /// Completion (output) tokens, reasoning included.
+    pub completion: u64,
+    /// Prompt tokens the upstream served from its own prompt cache.
+    pub cached: u64,
+    /// Prompt plus completion, as reported (or summed when not).
+    pub total: u64,
 }
+
+#[derive(Debug, Default)]
+struct Cell {
+    reported: Mutex<Option<Reported>>,
+    /// Usage is wanted for streams too: ask for it where it is optional.
+    ask: AtomicBool,
+}
+
+/// Where the usage the upstream reported for one request ends up. Clones
+/// share it.
+#[derive(Debug, Clone, Default)]
+pub struct UsageSlot(Arc<Cell>);
 
 impl UsageSlot {
     /// Total tokens (prompt plus completion) the upstream reported, if it did.
     pub fn get(&self) -> Option<u64> {
-        let value = self.0.load(Ordering::Acquire);
-        (value != NONE).then_some(value)
+        self.report().map(|r| r.total)
     }
 
-    fn set(&self, total: u64) {
-        self.0.store(total.min(NONE - 1), Ordering::Release);
+    /// Everything the upstream reported, if it did.
+    pub fn report(&self) -> Option<Reported> {
+        *self
+            .0
+            .reported
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Asks for usage on streams too (see [`ask`]).
+    pub fn want_stream_usage(&self) {
+        self.0.ask.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether usage should be asked for on streams.
+    pub fn wants_stream_usage(&self) -> bool {
+        self.0.ask.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, reported: Reported) {
+        *self
+            .0
+            .reported
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reported);
     }
 }
 
@@ -165,7 +200,7 @@ impl Observed {
         let Ok(chunk) = serde_json::from_slice::<Chunk>(&data) else {
             return false;
         };
-        if let Some(usage) = chunk.usage.as_ref().and_then(Usage::total) {
+        if let Some(usage) = chunk.usage.as_ref().and_then(Usage::reported) {
             self.slot.set(usage);
             return chunk.choices.is_some_and(|c| c.is_empty());
         }
@@ -173,7 +208,7 @@ impl Observed {
             .response
             .and_then(|r| r.usage)
             .as_ref()
-            .and_then(Usage::total)
+            .and_then(Usage::reported)
         {
             self.slot.set(usage);
         }
@@ -255,9 +290,9 @@ impl Observed {
             Shape::Json => {
                 if !self.skip
                     && let Ok(answer) = serde_json::from_slice::<Answer>(&self.pending)
-                    && let Some(total) = answer.usage.as_ref().and_then(Usage::total)
+                    && let Some(usage) = answer.usage.as_ref().and_then(Usage::reported)
                 {
-                    self.slot.set(total);
+                    self.slot.set(usage);
                 }
                 None
             }
@@ -274,23 +309,42 @@ impl Observed {
 
 /// The reported counts, under either API's names.
 #[derive(Deserialize)]
-struct Usage {
+pub(crate) struct Usage {
     total_tokens: Option<u64>,
     prompt_tokens: Option<u64>,
     completion_tokens: Option<u64>,
     input_tokens: Option<u64>,
     output_tokens: Option<u64>,
+    prompt_tokens_details: Option<Details>,
+    input_tokens_details: Option<Details>,
+}
+
+#[derive(Deserialize)]
+struct Details {
+    cached_tokens: Option<u64>,
 }
 
 impl Usage {
-    fn total(&self) -> Option<u64> {
-        self.total_tokens.or_else(|| {
-            let input = self.prompt_tokens.or(self.input_tokens);
-            let output = self.completion_tokens.or(self.output_tokens);
-            match (input, output) {
-                (None, None) => None,
-                (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
-            }
+    /// The counts, when there are any.
+    pub(crate) fn reported(&self) -> Option<Reported> {
+        let input = self.prompt_tokens.or(self.input_tokens);
+        let output = self.completion_tokens.or(self.output_tokens);
+        let total = match (self.total_tokens, input, output) {
+            (Some(total), _, _) => total,
+            (None, None, None) => return None,
+            (None, a, b) => a.unwrap_or(0).saturating_add(b.unwrap_or(0)),
+        };
+        let cached = self
+            .prompt_tokens_details
+            .as_ref()
+            .or(self.input_tokens_details.as_ref())
+            .and_then(|d| d.cached_tokens)
+            .unwrap_or(0);
+        Some(Reported {
+            prompt: input.unwrap_or(0),
+            completion: output.unwrap_or(0),
+            cached,
+            total,
         })
     }
 }

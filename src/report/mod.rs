@@ -1,0 +1,354 @@
+//! What each request used and what sluice saved, by model and client: the
+//! usage and savings counters, estimated cost, and the access log line.
+//!
+//! The metrics layer starts a [`Tally`] for every request under `/v1/` and
+//! puts it, with a [`UsageSlot`], in the request's extensions. Layers below
+//! note what they know: ingress the model, auth the client, the cache a hit
+//! or a coalesced answer, pruning and compression the tokens they removed;
+//! the upstream layer fills the slot with the usage the upstream reported.
+//! When the answer's last byte has gone (or the client left), the metrics
+//! layer hands the tally to [`Finished::record`], which counts and logs it.
+//!
+//! Counters (labels bounded by `[usage] max_label_values`, see [`labels`]):
+//! - `sluice_usage_tokens_total{model,client,kind}`: prompt, completion and
+//!   cached (prompt tokens the upstream's own cache served) tokens reported
+//!   by upstreams;
+//! - `sluice_saved_tokens_total{model,client,reason}`: tokens not sent or
+//!   not generated upstream: `pruned`, `compressed` (prompt tokens removed)
+//!   and `cache`, `coalesced` (the whole usage of the answer served);
+//! - `sluice_saved_requests_total{model,client,reason}`: upstream calls not
+//!   made (`cache`, `coalesced`);
+//! - with `[usage.prices]`: `sluice_cost_spent_total{model,client}` and
+//!   `sluice_cost_saved_total{model,client,reason}` (see [`costs`]).
+
+pub mod costs;
+pub mod labels;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderValue};
+use metrics::SharedString;
+
+use crate::config::{Config, Price};
+use crate::upstream::usage::{Reported, UsageSlot};
+
+pub const USAGE_TOKENS_TOTAL: &str = "sluice_usage_tokens_total";
+pub const SAVED_TOKENS_TOTAL: &str = "sluice_saved_tokens_total";
+pub const SAVED_REQUESTS_TOTAL: &str = "sluice_saved_requests_total";
+
+/// The reporting settings of one config generation.
+#[derive(Debug)]
+pub struct Reporter {
+    access_log: bool,
+    stream_usage: bool,
+    prices: costs::Prices,
+}
+
+impl Reporter {
+    pub fn new(config: &Config) -> Arc<Reporter> {
+        labels::MODELS.set_max(config.usage.max_label_values);
+        labels::CLIENTS.set_max(config.usage.max_label_values);
+        Arc::new(Reporter {
+            access_log: config.log.access,
+            stream_usage: config.usage.stream_usage,
+            prices: costs::Prices::new(&config.usage.prices),
+        })
+    }
+
+    /// Starts the tally of a request (and the slot its usage lands in).
+    pub fn begin(self: &Arc<Self>) -> (Tally, UsageSlot) {
+        let usage = UsageSlot::default();
+        if self.stream_usage {
+            usage.want_stream_usage();
+        }
+        let tally = Tally(Arc::new(Inner {
+            reporter: self.clone(),
+            usage: usage.clone(),
+            notes: Mutex::new(Notes::default()),
+        }));
+        (tally, usage)
+    }
+}
+
+/// One request's tally; clones share it.
+#[derive(Debug, Clone)]
+pub struct Tally(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    reporter: Arc<Reporter>,
+    usage: UsageSlot,
+    notes: Mutex<Notes>,
+}
+
+#[derive(Debug, Default)]
+struct Notes {
+    model: Option<SharedString>,
+    price: Option<Price>,
+    client: Option<SharedString>,
+    served: Served,
+    pruned: u64,
+    compressed: u64,
+}
+
+/// Where the answer came from, for the savings.
+#[derive(Debug, Default)]
+enum Served {
+    #[default]
+    Upstream,
+    /// From the cache, with the usage the stored answer cost.
+    Cache(Reported),
+    /// Shared with an identical request in flight: its usage, once known.
+    Coalesced(Option<UsageSlot>),
+    /// Shared, with the usage of the stored answer it was served from.
+    CoalescedStored(Reported),
+}
+
+impl Tally {
+    fn notes(&self) -> std::sync::MutexGuard<'_, Notes> {
+        self.0.notes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The model the request names.
+    pub fn set_model(&self, model: &str) {
+        let label = labels::MODELS.label(model);
+        let price = self.0.reporter.prices.of(model, &label);
+        let mut notes = self.notes();
+        notes.model = Some(label);
+        notes.price = price;
+    }
+
+    /// The client's identity (its key's name, or a credential's digest).
+    pub fn set_client(&self, name: &str) {
+        let label = labels::CLIENTS.label(name);
+        self.notes().client = Some(label);
+    }
+
+    /// Answered from the cache; `usage` is what the stored answer cost.
+    pub fn served_from_cache(&self, usage: Reported, coalesced: bool) {
+        self.notes().served = if coalesced {
+            Served::CoalescedStored(usage)
+        } else {
+            Served::Cache(usage)
+        };
+    }
+
+    /// Answered by following an identical request's live stream, whose
+    /// usage lands in `leader` (when it is known).
+    pub fn followed(&self, leader: Option<UsageSlot>) {
+        self.notes().served = Served::Coalesced(leader);
+    }
+
+    /// Prompt tokens pruning removed.
+    pub fn pruned(&self, tokens: u64) {
+        self.notes().pruned += tokens;
+    }
+
+    /// Prompt tokens compression removed.
+    pub fn compressed(&self, tokens: u64) {
+        self.notes().compressed += tokens;
+    }
+}
+
+/// A finished request, as the metrics layer saw it.
+#[derive(Debug)]
+pub struct Finished<'a> {
+    pub method: &'a http::Method,
+    pub path: &'a str,
+    pub endpoint: &'static str,
+    /// `None`: the client left before the answer's head.
+    pub status: Option<http::StatusCode>,
+    pub latency: Duration,
+    /// Until the answer's head.
+    pub head: Option<Duration>,
+    pub request_id: Option<&'a str>,
+    /// What sluice's layers set in the answer's head.
+    pub marks: &'a Marks,
+}
+
+/// The headers sluice's layers set on an answer, kept for its access line.
+#[derive(Debug, Default)]
+pub struct Marks {
+    upstream: Option<HeaderValue>,
+    attempts: Option<HeaderValue>,
+    cache: Option<HeaderValue>,
+    tokens_original: Option<HeaderValue>,
+    tokens_sent: Option<HeaderValue>,
+}
+
+impl Marks {
+    pub fn of(headers: &HeaderMap) -> Marks {
+        let get = |name: &str| headers.get(name).cloned();
+        Marks {
+            upstream: get("x-sluice-upstream"),
+            attempts: get("x-sluice-attempts"),
+            cache: get("x-sluice-cache"),
+            tokens_original: get("x-sluice-prompt-tokens-original"),
+            tokens_sent: get("x-sluice-prompt-tokens-sent"),
+        }
+    }
+}
+
+fn text(value: &Option<HeaderValue>) -> Option<&str> {
+    value.as_ref().and_then(|v| v.to_str().ok())
+}
+
+fn number(value: &Option<HeaderValue>) -> Option<u64> {
+    text(value).and_then(|v| v.parse().ok())
+}
+
+const OTHER_CLIENT: &str = "anonymous";
+
+impl Finished<'_> {
+    /// Counts the request's usage and savings and logs its access line.
+    pub fn record(&self, tally: &Tally) {
+        let notes = std::mem::take(&mut *tally.notes());
+        let reporter = &tally.0.reporter;
+        let model = notes
+            .model
+            .clone()
+            .unwrap_or_else(|| SharedString::const_str("none"));
+        let client = notes
+            .client
+            .clone()
+            .unwrap_or_else(|| SharedString::const_str(OTHER_CLIENT));
+        let success = self.status.is_some_and(|s| s.is_success());
+        let used = tally.0.usage.report();
+        let mut saved: Option<(&'static str, Reported)> = None;
+        match &notes.served {
+            Served::Upstream => {
+                if let Some(used) = used {
+                    count_usage(&model, &client, &used);
+                    if let Some(price) = &notes.price {
+                        costs::add(
+                            costs::COST_SPENT_TOTAL,
+                            &model,
+                            &client,
+                            "",
+                            costs::cost(price, &used),
+                        );
+                    }
+                }
+            }
+            Served::Cache(usage) => saved = Some(("cache", *usage)),
+            Served::CoalescedStored(usage) => saved = Some(("coalesced", *usage)),
+            Served::Coalesced(leader) => {
+                let usage = leader.as_ref().and_then(UsageSlot::report);
+                saved = Some(("coalesced", usage.unwrap_or_default()));
+            }
+        }
+        if success && let Some((reason, usage)) = saved {
+            let labels = [
+                ("model", model.clone()),
+                ("client", client.clone()),
+                ("reason", SharedString::const_str(reason)),
+            ];
+            metrics::counter!(SAVED_REQUESTS_TOTAL, &labels).increment(1);
+            if usage.total > 0 {
+                metrics::counter!(SAVED_TOKENS_TOTAL, &labels).increment(usage.total);
+            }
+            if let Some(price) = &notes.price {
+                let cost = costs::cost(price, &usage);
+                costs::add(costs::COST_SAVED_TOTAL, &model, &client, reason, cost);
+            }
+        }
+        // Tokens pruning and compression kept from the upstream, counted
+        // when the request went there.
+        if matches!(notes.served, Served::Upstream) && self.status.is_some() {
+            for (reason, tokens) in [("pruned", notes.pruned), ("compressed", notes.compressed)] {
+                if tokens == 0 {
+                    continue;
+                }
+                let labels = [
+                    ("model", model.clone()),
+                    ("client", client.clone()),
+                    ("reason", SharedString::const_str(reason)),
+                ];
+                metrics::counter!(SAVED_TOKENS_TOTAL, &labels).increment(tokens);
+                if let Some(price) = &notes.price {
+                    let cost = costs::prompt_cost(price, tokens);
+                    costs::add(costs::COST_SAVED_TOTAL, &model, &client, reason, cost);
+                }
+            }
+        }
+        if reporter.access_log {
+            self.log(&notes, &model, &client, used);
+        }
+    }
+
+    fn log(
+        &self,
+        notes: &Notes,
+        model: &SharedString,
+        client: &SharedString,
+        used: Option<Reported>,
+    ) {
+        let marks = self.marks;
+        let status = self.status.map(|s| s.as_u16());
+        let latency_ms = self.latency.as_secs_f64() * 1000.0;
+        let head_ms = self.head.map(|d| d.as_secs_f64() * 1000.0);
+        let served_from = match notes.served {
+            Served::Upstream => None,
+            _ => Some("sluice"),
+        };
+        tracing::info!(
+            target: "sluice::access",
+            request_id = self.request_id,
+            method = %self.method,
+            path = self.path,
+            endpoint = self.endpoint,
+            status,
+            latency_ms,
+            head_ms,
+            model = notes.model.as_ref().map(|_| &**model),
+            client = &**client,
+            upstream = text(&marks.upstream).or(served_from),
+            attempts = number(&marks.attempts),
+            cache = text(&marks.cache),
+            prompt_tokens = used.map(|u| u.prompt),
+            completion_tokens = used.map(|u| u.completion),
+            cached_tokens = used.map(|u| u.cached),
+            tokens_original = number(&marks.tokens_original),
+            tokens_sent = number(&marks.tokens_sent),
+            pruned = (notes.pruned > 0).then_some(notes.pruned),
+            compressed = (notes.compressed > 0).then_some(notes.compressed),
+            "access"
+        );
+    }
+}
+
+fn count_usage(model: &SharedString, client: &SharedString, used: &Reported) {
+    for (kind, tokens) in [
+        ("prompt", used.prompt),
+        ("completion", used.completion),
+        ("cached", used.cached),
+    ] {
+        if tokens == 0 {
+            continue;
+        }
+        let labels = [
+            ("model", model.clone()),
+            ("client", client.clone()),
+            ("kind", SharedString::const_str(kind)),
+        ];
+        metrics::counter!(USAGE_TOKENS_TOTAL, &labels).increment(tokens);
+    }
+}
+
+/// Describes the counters for `/metrics`.
+pub fn describe() {
+    use metrics::describe_counter;
+    describe_counter!(
+        USAGE_TOKENS_TOTAL,
+        "Tokens upstreams reported using, by model, client and kind (prompt, completion, cached: prompt tokens served by the upstream's own prompt cache)."
+    );
+    describe_counter!(
+        SAVED_TOKENS_TOTAL,
+        "Tokens not spent upstream, by model, client and reason (pruned, compressed: prompt tokens removed; cache, coalesced: the usage of answers served without an upstream call)."
+    );
+    describe_counter!(
+        SAVED_REQUESTS_TOTAL,
+        "Upstream calls not made, by model, client and reason (cache, coalesced)."
+    );
+}
