@@ -29,6 +29,7 @@ pub mod observe;
 pub mod openai;
 pub mod prune;
 pub mod rate_limit;
+pub mod reload;
 pub mod report;
 pub mod server;
 pub mod session;
@@ -44,6 +45,20 @@ pub use server::{Running, StartError, start};
 pub async fn run(config: Config) -> Result<(), StartError> {
     let running = server::start(config).await?;
     server::shutdown_signal().await;
+    running.shutdown();
+    running.wait().await;
+    Ok(())
+}
+
+/// [`run`], reloading the config from `source` on SIGHUP and when its file
+/// changes (see [`reload`]).
+pub async fn run_with_reload(
+    config: Config,
+    source: reload::ConfigSource,
+) -> Result<(), StartError> {
+    let poll = config.server.config_poll_interval;
+    let running = server::start(config).await?;
+    reload::serve(&running, &source, poll).await;
     running.shutdown();
     running.wait().await;
     Ok(())

@@ -117,20 +117,20 @@ fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, ExitCode> {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    let mut config = match load(&args.config) {
+    let source = sluice::reload::ConfigSource::new(args.config.config, args.listen, args.upstream);
+    let config = match source.load() {
         Ok(config) => config,
-        Err(code) => return code,
+        Err(error) => {
+            eprintln!("sluice: {error}");
+            return ExitCode::from(EXIT_USAGE);
+        }
     };
-    if let Err(error) = config.apply_overrides(args.listen.as_deref(), args.upstream.as_deref()) {
-        eprintln!("sluice: {error}");
-        return ExitCode::from(EXIT_USAGE);
-    }
     sluice::observe::init_logging(&config.log);
     let runtime = match runtime(false) {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };
-    match runtime.block_on(sluice::run(config)) {
+    match runtime.block_on(sluice::run_with_reload(config, source)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("sluice: {error}");

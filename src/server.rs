@@ -11,9 +11,15 @@
 //!
 //! On shutdown every worker stops accepting, `/readyz` turns 503, in-flight
 //! requests and streams get `shutdown_grace` to finish, then the workers exit.
+//!
+//! [`Running::reload`] swaps in a new config's pipeline: each worker builds
+//! it and serves every request that starts afterwards with it, on new and
+//! kept-alive connections alike; requests in flight finish on the pipeline
+//! they started with. State the change leaves alone is kept (see
+//! [`Shared::reload`]).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -55,9 +61,85 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     /// Closed when every worker has exited.
     done: mpsc::Receiver<()>,
-    /// Queued cache writes are flushed to Redis after the workers stop.
-    cache: Option<Arc<crate::cache::Cache>>,
+    /// The pipeline every worker serves new requests with.
+    generation: watch::Sender<Arc<Generation>>,
+    /// The config running now and the parts built from it.
+    current: Mutex<Current>,
+    workers: usize,
     shutdown_grace: Duration,
+}
+
+#[derive(Debug)]
+struct Current {
+    config: Config,
+    shared: Shared,
+}
+
+/// One config's pipeline parts, handed to every worker.
+#[derive(Debug)]
+struct Generation {
+    settings: Settings,
+    shared: Shared,
+    /// Each worker's upstream clients, by worker; `None`: keep the ones it
+    /// has (the upstreams did not change).
+    upstreams: Option<Vec<Arc<Upstreams>>>,
+}
+
+/// Settings a reload cannot change while sluice runs.
+const RESTART_KEYS: &[&str] = &[
+    "server.listen",
+    "server.workers",
+    "server.header_read_timeout",
+    "server.max_headers",
+    "server.max_header_size",
+    "log.level",
+    "log.format",
+];
+
+fn restart_key_changed(key: &str, was: &Config, new: &Config) -> bool {
+    let (a, b) = (&was.server, &new.server);
+    match key {
+        "server.listen" => a.listen != b.listen,
+        "server.workers" => a.workers != b.workers,
+        "server.header_read_timeout" => a.header_read_timeout != b.header_read_timeout,
+        "server.max_headers" => a.max_headers != b.max_headers,
+        "server.max_header_size" => a.max_header_size != b.max_header_size,
+        "log.level" => was.log.level != new.log.level,
+        "log.format" => was.log.format != new.log.format,
+        _ => false,
+    }
+}
+
+/// The sections of `new` that differ from `was`.
+fn changed_sections(was: &Config, new: &Config) -> Vec<&'static str> {
+    let checks = [
+        ("server", was.server != new.server),
+        ("upstreams", was.upstreams != new.upstreams),
+        ("retry", was.retry != new.retry),
+        ("breaker", was.breaker != new.breaker),
+        ("cache", was.cache != new.cache),
+        ("prune", was.prune != new.prune),
+        ("compress", was.compress != new.compress),
+        ("tokens", was.tokens != new.tokens),
+        ("rate_limit", was.rate_limit != new.rate_limit),
+        ("sessions", was.sessions != new.sessions),
+        ("auth", was.auth != new.auth),
+        ("usage", was.usage != new.usage),
+        ("log", was.log != new.log),
+    ];
+    checks
+        .into_iter()
+        .filter_map(|(name, changed)| changed.then_some(name))
+        .collect()
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Config sections that differ.
+    pub sections: Vec<&'static str>,
+    /// Keys that changed but take effect only after a restart.
+    pub need_restart: Vec<&'static str>,
 }
 
 impl Running {
@@ -83,10 +165,67 @@ impl Running {
     /// Waits until every worker has stopped.
     pub async fn wait(mut self) {
         while self.done.recv().await.is_some() {}
-        if let Some(cache) = &self.cache {
+        let cache = {
+            let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+            match &current.shared.cache {
+                crate::cache::CacheLayer::Enabled(cache) => Some(cache.clone()),
+                crate::cache::CacheLayer::Disabled => None,
+            }
+        };
+        if let Some(cache) = cache {
             cache.flush(self.shutdown_grace).await;
         }
     }
+
+    /// Serves requests that start from now on with `config` (already
+    /// loaded and validated), keeping what its changes leave alone. Fails,
+    /// leaving the running config in place, when its upstream clients
+    /// cannot be built. Keys in [`Reloaded::need_restart`] keep their old
+    /// effect until sluice restarts.
+    pub fn reload(&self, config: Config) -> Result<Reloaded, BuildError> {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let was = &current.config;
+        let sections = changed_sections(was, &config);
+        if sections.is_empty() {
+            return Ok(Reloaded::default());
+        }
+        let need_restart = RESTART_KEYS
+            .iter()
+            .copied()
+            .filter(|key| restart_key_changed(key, was, &config))
+            .collect();
+        let settings = Settings::from(&config);
+        let shared = Shared::reload(&current.shared, was, &config, &settings);
+        let upstreams = if stack::same_upstreams(was, &config) {
+            None
+        } else {
+            Some(worker_upstreams(&config, self.workers, &shared)?)
+        };
+        self.generation.send_replace(Arc::new(Generation {
+            settings,
+            shared: shared.clone(),
+            upstreams,
+        }));
+        *current = Current { config, shared };
+        Ok(Reloaded {
+            sections,
+            need_restart,
+        })
+    }
+}
+
+/// Every worker's upstream clients, sharing `shared`'s health. Built before
+/// any worker gets them, so a bad upstream fails the start (or the reload),
+/// not a thread.
+fn worker_upstreams(
+    config: &Config,
+    workers: usize,
+    shared: &Shared,
+) -> Result<Vec<Arc<Upstreams>>, BuildError> {
+    let worker_config = per_worker(config, workers);
+    (0..workers)
+        .map(|_| Upstreams::with_health(&worker_config, &shared.health).map(Arc::new))
+        .collect()
 }
 
 impl Drop for Running {
@@ -100,7 +239,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     // Install the recorder before any metric handle is taken.
     let _ = crate::observe::prometheus();
     let workers = worker_count(config.server.workers);
-    let worker_config = per_worker(&config, workers);
     let lifecycle = Arc::new(Lifecycle::default());
     let settings = Settings::from(&config);
     let shared = Shared::new(&config, &settings, lifecycle.clone());
@@ -113,11 +251,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }) {
         tracing::debug!(%error, "token encoder loads on first use instead");
     }
-    // Every worker's clients are built here so a bad upstream fails the
-    // start, not a thread; their health is one for all workers.
-    let upstreams = (0..workers)
-        .map(|_| Upstreams::with_health(&worker_config, &shared.health).map(Arc::new))
-        .collect::<Result<Vec<_>, _>>()?;
+    // One health per upstream for all workers.
+    let upstreams = worker_upstreams(&config, workers, &shared)?;
     let listeners = bind(config.server.listen, workers)?;
     let addr = listeners
         .first()
@@ -132,12 +267,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     };
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (done_tx, done) = mpsc::channel::<()>(1);
-    for (index, (listener, upstreams)) in listeners.into_iter().zip(upstreams).enumerate() {
+    let (generation, generations) = watch::channel(Arc::new(Generation {
+        settings,
+        shared: shared.clone(),
+        upstreams: Some(upstreams),
+    }));
+    for (index, listener) in listeners.into_iter().enumerate() {
         let worker = Worker {
+            index,
             listener,
-            upstreams,
-            settings,
-            shared: shared.clone(),
+            generations: generations.clone(),
             conn,
             shutdown: shutdown_rx.clone(),
         };
@@ -153,17 +292,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }
     lifecycle.set(Phase::Ready);
     tracing::info!(%addr, workers, upstreams = config.upstreams.len(), "sluice listening");
-    let cache = match &shared.cache {
-        crate::cache::CacheLayer::Enabled(cache) => Some(cache.clone()),
-        crate::cache::CacheLayer::Disabled => None,
-    };
     Ok(Running {
         addr,
         lifecycle,
         shutdown,
         done,
-        cache,
+        generation,
         shutdown_grace: config.server.shutdown_grace,
+        current: Mutex::new(Current { config, shared }),
+        workers,
     })
 }
 
@@ -250,10 +387,10 @@ const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 
 /// One worker: its listener, its upstream pools, its share of the stack.
 struct Worker {
+    index: usize,
     listener: std::net::TcpListener,
-    upstreams: Arc<Upstreams>,
-    settings: Settings,
-    shared: Shared,
+    /// The pipeline to serve with, replaced on reload.
+    generations: watch::Receiver<Arc<Generation>>,
     conn: ConnSettings,
     shutdown: watch::Receiver<bool>,
 }
@@ -281,19 +418,60 @@ impl Worker {
                 return;
             }
         };
-        for upstream in self.upstreams.iter() {
-            pool::prewarm(upstream);
-            pool::rewarm_on_recovery(upstream.clone());
+        let index = self.index;
+        let mut generations = self.generations;
+        let first = generations.borrow_and_update().clone();
+        let mine = first.upstreams.as_ref().and_then(|list| list.get(index));
+        let Some(mut upstreams) = mine.cloned() else {
+            tracing::error!("no upstream clients for this worker");
+            return;
+        };
+        warm(&upstreams);
+        let lifecycle = first.shared.lifecycle.clone();
+        let (current, stack) = watch::channel(stack::build(
+            first.settings,
+            first.shared.clone(),
+            upstreams.clone(),
+        ));
+        drop(first);
+        // Each new generation is built here and serves every request that
+        // starts after it, on old connections too.
+        let rebuild = async move {
+            while generations.changed().await.is_ok() {
+                let generation = generations.borrow_and_update().clone();
+                if let Some(list) = &generation.upstreams
+                    && let Some(fresh) = list.get(index)
+                {
+                    upstreams = fresh.clone();
+                    warm(&upstreams);
+                }
+                current.send_replace(stack::build(
+                    generation.settings,
+                    generation.shared.clone(),
+                    upstreams.clone(),
+                ));
+            }
+            std::future::pending::<()>().await;
+        };
+        tokio::select! {
+            () = accept_loop(listener, stack, self.conn, self.shutdown, &lifecycle) => {}
+            () = rebuild => {}
         }
-        let lifecycle = self.shared.lifecycle.clone();
-        let stack = stack::build(self.settings, self.shared, self.upstreams);
-        accept_loop(listener, stack, self.conn, self.shutdown, &lifecycle).await;
+    }
+}
+
+/// Opens an upstream set's pre-warmed connections, and again after each
+/// outage.
+fn warm(upstreams: &Upstreams) {
+    for upstream in upstreams.iter() {
+        pool::prewarm(upstream);
+        pool::rewarm_on_recovery(upstream);
     }
 }
 
 async fn accept_loop<S>(
     listener: TcpListener,
-    stack: S,
+    stack: watch::Receiver<S>,
     settings: ConnSettings,
     mut shutdown: watch::Receiver<bool>,
     lifecycle: &Lifecycle,
@@ -343,7 +521,8 @@ async fn accept_loop<S>(
                         let stack = stack.clone();
                         move |req: http::Request<hyper::body::Incoming>| {
                             let req = req.map(crate::body::boxed);
-                            tower::ServiceExt::oneshot(stack.clone(), req)
+                            let service = stack.borrow().clone();
+                            tower::ServiceExt::oneshot(service, req)
                         }
                     });
                     let conn = builder.serve_connection(TokioIo::new(stream), hyper_service);

@@ -72,6 +72,8 @@ pub struct Shared {
     pub retry: Arc<RetrySettings>,
     /// Usage and savings counters, prices, the access log.
     pub reporter: Arc<Reporter>,
+    /// The token count cache of the prune, compress and tokens layers.
+    pub counter: Arc<Counter>,
 }
 
 impl Shared {
@@ -87,12 +89,71 @@ impl Shared {
             compress: CompressLayer::new(&config.compress, counter.clone()),
             auth: AuthLayer::new(&config.auth.client_keys),
             rate_limit: RateLimitLayer::new(&config.rate_limit, &config.cache, counter.clone()),
-            tokens: TokensLayer::new(counter),
+            tokens: TokensLayer::new(counter.clone()),
             health: Arc::new(crate::upstream::route::health_of(config)),
             retry: Arc::new(RetrySettings::new(&config.retry)),
             reporter: Reporter::new(config),
+            counter,
         }
     }
+
+    /// The shared parts for a reloaded config `new`, keeping from `old`
+    /// (built from `was`) the state a change elsewhere leaves alone: the
+    /// cache and its in-flight requests, rate limit and session state,
+    /// upstream health, the retry budget, the load limit, counted tokens.
+    pub fn reload(old: &Shared, was: &Config, new: &Config, settings: &Settings) -> Shared {
+        let counter = if was.tokens == new.tokens {
+            old.counter.clone()
+        } else {
+            Arc::new(Counter::new(new.tokens.fallback_encoding))
+        };
+        let keep_cache = was.cache == new.cache && rewrite_settings(was) == rewrite_settings(new);
+        Shared {
+            load_shed: if was.server.max_concurrency == new.server.max_concurrency {
+                old.load_shed.clone()
+            } else {
+                LoadShedLayer::new(settings.max_concurrency, old.lifecycle.clone())
+            },
+            lifecycle: old.lifecycle.clone(),
+            cache: if keep_cache {
+                old.cache.clone()
+            } else {
+                CacheLayer::new(&new.cache, rewrite_settings(new))
+            },
+            session: if was.sessions == new.sessions {
+                old.session.clone()
+            } else {
+                SessionLayer::new(&new.sessions)
+            },
+            prune: PruneLayer::new(&new.prune, counter.clone()),
+            compress: CompressLayer::new(&new.compress, counter.clone()),
+            auth: AuthLayer::new(&new.auth.client_keys),
+            rate_limit: if was.rate_limit == new.rate_limit && was.cache == new.cache {
+                old.rate_limit.clone()
+            } else {
+                RateLimitLayer::new(&new.rate_limit, &new.cache, counter.clone())
+            },
+            tokens: TokensLayer::new(counter.clone()),
+            health: if same_upstreams(was, new) {
+                old.health.clone()
+            } else {
+                Arc::new(crate::upstream::route::health_of(new))
+            },
+            retry: if was.retry == new.retry {
+                old.retry.clone()
+            } else {
+                Arc::new(RetrySettings::new(&new.retry))
+            },
+            reporter: Reporter::new(new),
+            counter,
+        }
+    }
+}
+
+/// Whether the upstreams (and their breakers) are configured alike, so
+/// their clients, pools and health can stay.
+pub fn same_upstreams(was: &Config, new: &Config) -> bool {
+    was.upstreams == new.upstreams && was.breaker == new.breaker
 }
 
 /// The settings of the request-rewriting layers below the cache, as part of

@@ -82,14 +82,18 @@ pub fn prewarm(upstream: &super::Upstream) {
 
 /// Warms `upstream`'s pool again each time its breaker closes after an
 /// outage (the connections it had are gone by then). Runs on the worker's
-/// runtime, until the runtime ends.
-pub fn rewarm_on_recovery(upstream: std::sync::Arc<super::Upstream>) {
+/// runtime while the upstream is in use (a reload may replace it).
+pub fn rewarm_on_recovery(upstream: &std::sync::Arc<super::Upstream>) {
     if upstream.prewarm == 0 {
         return;
     }
     let mut recoveries = upstream.health.recoveries();
+    let upstream = std::sync::Arc::downgrade(upstream);
     tokio::spawn(async move {
         while recoveries.changed().await.is_ok() {
+            let Some(upstream) = upstream.upgrade() else {
+                return;
+            };
             tracing::debug!(upstream = %upstream.name, "upstream recovered: warming its pool again");
             prewarm(&upstream);
         }
