@@ -994,3 +994,46 @@ fn an_upstream_key_is_not_offered_to_the_network_without_client_keys() {
     c.auth.client_keys_env = Some("CLIENT_KEYS".into());
     c.apply_overrides(Some("0.0.0.0:8080"), None).unwrap();
 }
+
+#[test]
+fn prices_load_validate_and_print_back() {
+    let c = load_toml(
+        "[usage]\nmax_label_values = 5\n[usage.prices]\n\"gpt-4o*\" = { input = 2.5, output = 10, cached_input = 1.25 }\n\"text-embedding-3-small\" = { input = 0.02 }\n",
+    );
+    assert_eq!(c.usage.max_label_values, 5);
+    let price = c.usage.prices["gpt-4o*"];
+    assert_eq!(
+        (price.input, price.output, price.cached_input),
+        (2.5, 10.0, Some(1.25))
+    );
+    assert_eq!(c.usage.prices["text-embedding-3-small"].output, 0.0);
+    // The printed config reads back as the same prices.
+    let printed = c.to_masked_toml();
+    assert!(printed.contains("[usage.prices]"), "{printed}");
+    let back = load_toml(&printed);
+    assert_eq!(back.usage, c.usage);
+
+    for (text, key) in [
+        (
+            "[usage.prices]\nm = { input = -1 }\n",
+            "usage.prices.\"m\".input",
+        ),
+        (
+            "[usage.prices]\nm = { input = 1, output = nan }\n",
+            "usage.prices.\"m\".output",
+        ),
+        (
+            "[usage.prices]\n\"[\" = { input = 1 }\n",
+            "usage.prices.\"[\"",
+        ),
+        ("[usage]\nmax_label_values = 0\n", "usage.max_label_values"),
+    ] {
+        let error = File::new(text).load(&[]).unwrap_err().to_string();
+        assert!(error.contains(key), "{text}: {error}");
+    }
+    let unknown = File::new("[usage.prices]\nm = { input = 1, outptu = 2 }\n")
+        .load(&[])
+        .unwrap_err()
+        .to_string();
+    assert!(unknown.contains("outptu"), "{unknown}");
+}
