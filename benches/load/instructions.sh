@@ -6,6 +6,7 @@
 #
 #   benches/load/instructions.sh              # N1=200 N2=1200
 #   SLUICE_BIN=path/to/sluice benches/load/instructions.sh
+#   LOG_LEVEL=info benches/load/instructions.sh   # with the access line (default: warn)
 #
 # Leaves the two callgrind files in $OUT (default: a temp dir) for callgrind_annotate.
 set -euo pipefail
@@ -29,7 +30,7 @@ trap 'kill $MOCK 2>/dev/null || true' EXIT
 
 run() {
     local n=$1 file=$2
-    env -i PATH="$PATH" SLUICE_LOG__LEVEL=warn SLUICE_CACHE__ENABLED=false \
+    env -i PATH="$PATH" SLUICE_LOG__LEVEL="${LOG_LEVEL:-warn}" SLUICE_CACHE__ENABLED=false \
         SLUICE_SERVER__WORKERS=1 SLUICE_UPSTREAMS__0__PREWARM=0 \
         valgrind --tool=callgrind --callgrind-out-file="$file" \
         "$BIN" serve --listen "127.0.0.1:$PROXY" --upstream "http://127.0.0.1:$UP/v1" \
