@@ -20,6 +20,7 @@ pub mod body;
 pub mod cache;
 pub mod compress;
 pub mod config;
+pub mod demo;
 pub mod edge;
 pub mod error;
 pub mod ingress;

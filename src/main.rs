@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+mod healthcheck;
+
 use sluice::config::Config;
 
 /// jemalloc: a proxy allocates and frees many small buffers per request;
@@ -39,6 +41,29 @@ enum Command {
     /// Serve a fast, deterministic fake OpenAI-compatible API (for demos,
     /// tests and load tests).
     MockUpstream(MockArgs),
+    /// Try sluice without an API key: a mock upstream, sluice in front of it
+    /// and a short mix of requests, in one process.
+    ///
+    /// Prints one row per request (cache outcome, prompt tokens before and
+    /// after pruning and compression, time) and a summary: answers from the
+    /// cache, upstream calls, tokens saved, the latency sluice adds.
+    Demo,
+    /// Check that a running sluice answers (for container HEALTHCHECKs).
+    ///
+    /// GETs URL (plain http): exit 0 on a 2xx answer within 2 s, 1 otherwise
+    /// with the reason on stderr.
+    Healthcheck(HealthcheckArgs),
+}
+
+#[derive(Debug, Args)]
+struct HealthcheckArgs {
+    /// URL to GET (plain http).
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "http://127.0.0.1:8080/healthz"
+    )]
+    url: String,
 }
 
 #[derive(Debug, Args)]
@@ -92,6 +117,49 @@ fn main() -> ExitCode {
         Some(Command::Serve(args)) => serve(args),
         Some(Command::CheckConfig(args)) => check_config(args),
         Some(Command::MockUpstream(args)) => mock_upstream(args),
+        Some(Command::Demo) => demo(),
+        Some(Command::Healthcheck(args)) => healthcheck_command(&args.url),
+    }
+}
+
+fn demo() -> ExitCode {
+    // Warnings only, so sluice's own logs stay out of the table (RUST_LOG wins).
+    sluice::observe::init_logging(&sluice::config::LogConfig {
+        level: "warn".to_owned(),
+        ..sluice::config::LogConfig::default()
+    });
+    let runtime = match runtime(true) {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    let report = match runtime.block_on(sluice::demo::run()) {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("sluice demo: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match report.write(&mut std::io::stdout().lock()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("sluice demo: cannot write the report: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Exit 1 on every failure: Docker reserves 2 in a HEALTHCHECK.
+fn healthcheck_command(url: &str) -> ExitCode {
+    let runtime = match runtime(false) {
+        Ok(runtime) => runtime,
+        Err(_) => return ExitCode::FAILURE,
+    };
+    match runtime.block_on(healthcheck::check(url)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(reason) => {
+            eprintln!("sluice healthcheck: {reason}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -24,6 +24,8 @@ fn every_command_answers_help() {
         &["serve", "--help"],
         &["check-config", "--help"],
         &["mock-upstream", "--help"],
+        &["demo", "--help"],
+        &["healthcheck", "--help"],
     ] {
         let output = sluice(args, &[]);
         assert!(output.status.success(), "{args:?}: {}", stderr(&output));
@@ -145,4 +147,98 @@ fn check_config_reads_the_shipped_example() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/sluice.toml");
     let output = sluice(&["check-config", "--config", example], &[]);
     assert!(output.status.success(), "{}", stderr(&output));
+}
+
+#[test]
+fn demo_shows_hits_coalescing_and_tokens_saved() {
+    let output = sluice(&["demo"], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = String::from_utf8_lossy(&output.stdout);
+    let header = text.lines().next().unwrap_or_default();
+    for column in ["request", "status", "cache", "prompt tokens", "ms"] {
+        assert!(header.contains(column), "{column} missing:\n{text}");
+    }
+    let rows_with = |cache: &str| {
+        text.lines()
+            .filter(|l| l.split_whitespace().any(|w| w == cache))
+            .count()
+    };
+    assert!(rows_with("hit") >= 1, "no hit row:\n{text}");
+    assert!(rows_with("coalesced") >= 1, "no coalesced row:\n{text}");
+    let tokens: Vec<u64> = text
+        .lines()
+        .find_map(|l| l.strip_prefix("prompt tokens "))
+        .unwrap_or_else(|| panic!("no prompt tokens summary:\n{text}"))
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert!(
+        tokens.len() >= 2 && tokens[1] < tokens[0],
+        "tokens sent not below tokens before:\n{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("added latency")),
+        "{text}"
+    );
+}
+
+#[test]
+fn healthcheck_exits_0_only_on_a_2xx_answer() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut config = sluice::config::Config::default();
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.server.workers = 1;
+    config.upstreams[0].base_url = "http://127.0.0.1:9/v1".to_owned();
+    config.upstreams[0].prewarm = 0;
+    let running = runtime.block_on(sluice::server::start(config)).unwrap();
+    let base = format!("http://{}", running.addr());
+
+    let up = sluice(&["healthcheck", "--url", &format!("{base}/healthz")], &[]);
+    assert_eq!(up.status.code(), Some(0), "{}", stderr(&up));
+
+    let missing = sluice(
+        &["healthcheck", "--url", &format!("{base}/no-such-path")],
+        &[],
+    );
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(stderr(&missing).contains("404"), "{}", stderr(&missing));
+
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let refused = sluice(
+        &["healthcheck", "--url", &format!("http://{closed}/healthz")],
+        &[],
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    let err = stderr(&refused);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("connection refused"), "{err}");
+
+    // Connected but never answered: the 2 s timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let started = std::time::Instant::now();
+    let hung = sluice(
+        &[
+            "healthcheck",
+            "--url",
+            &format!("http://{}/healthz", silent.local_addr().unwrap()),
+        ],
+        &[],
+    );
+    assert_eq!(hung.status.code(), Some(1));
+    assert!(
+        stderr(&hung).contains("no answer within 2s"),
+        "{}",
+        stderr(&hung)
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    drop(silent);
+
+    running.shutdown();
+    runtime.block_on(running.wait());
 }

@@ -24,11 +24,12 @@
 pub mod costs;
 pub mod labels;
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, RwLock};
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue};
-use metrics::SharedString;
+use metrics::{Counter, SharedString};
 
 use crate::config::{Config, Price};
 use crate::upstream::usage::{Reported, UsageSlot};
@@ -215,11 +216,15 @@ impl Finished<'_> {
             .unwrap_or_else(|| SharedString::const_str(OTHER_CLIENT));
         let success = self.status.is_some_and(|s| s.is_success());
         let used = tally.0.usage.report();
-        let mut saved: Option<(&'static str, Reported)> = None;
+        let counters = handles(&model, &client);
+        let mut saved: Option<(Reason, Reported)> = None;
         match &notes.served {
             Served::Upstream => {
                 if let Some(used) = used {
-                    count_usage(&model, &client, &used);
+                    let [prompt, completion, cached] = &counters.usage;
+                    prompt.increment(used.prompt);
+                    completion.increment(used.completion);
+                    cached.increment(used.cached);
                     if let Some(price) = &notes.price {
                         costs::add(
                             costs::COST_SPENT_TOTAL,
@@ -231,44 +236,47 @@ impl Finished<'_> {
                     }
                 }
             }
-            Served::Cache(usage) => saved = Some(("cache", *usage)),
-            Served::CoalescedStored(usage) => saved = Some(("coalesced", *usage)),
+            Served::Cache(usage) => saved = Some((Reason::Cache, *usage)),
+            Served::CoalescedStored(usage) => saved = Some((Reason::Coalesced, *usage)),
             Served::Coalesced(leader) => {
                 let usage = leader.as_ref().and_then(UsageSlot::report);
-                saved = Some(("coalesced", usage.unwrap_or_default()));
+                saved = Some((Reason::Coalesced, usage.unwrap_or_default()));
             }
         }
         if success && let Some((reason, usage)) = saved {
-            let labels = [
-                ("model", model.clone()),
-                ("client", client.clone()),
-                ("reason", SharedString::const_str(reason)),
-            ];
-            metrics::counter!(SAVED_REQUESTS_TOTAL, &labels).increment(1);
-            if usage.total > 0 {
-                metrics::counter!(SAVED_TOKENS_TOTAL, &labels).increment(usage.total);
-            }
+            counters.saved_requests[reason as usize].increment(1);
+            counters.saved_tokens[reason as usize].increment(usage.total);
             if let Some(price) = &notes.price {
                 let cost = costs::cost(price, &usage);
-                costs::add(costs::COST_SAVED_TOTAL, &model, &client, reason, cost);
+                costs::add(
+                    costs::COST_SAVED_TOTAL,
+                    &model,
+                    &client,
+                    reason.label(),
+                    cost,
+                );
             }
         }
         // Tokens pruning and compression kept from the upstream, counted
         // when the request went there.
         if matches!(notes.served, Served::Upstream) && self.status.is_some() {
-            for (reason, tokens) in [("pruned", notes.pruned), ("compressed", notes.compressed)] {
+            for (reason, tokens) in [
+                (Reason::Pruned, notes.pruned),
+                (Reason::Compressed, notes.compressed),
+            ] {
                 if tokens == 0 {
                     continue;
                 }
-                let labels = [
-                    ("model", model.clone()),
-                    ("client", client.clone()),
-                    ("reason", SharedString::const_str(reason)),
-                ];
-                metrics::counter!(SAVED_TOKENS_TOTAL, &labels).increment(tokens);
+                counters.saved_tokens[reason as usize].increment(tokens);
                 if let Some(price) = &notes.price {
                     let cost = costs::prompt_cost(price, tokens);
-                    costs::add(costs::COST_SAVED_TOTAL, &model, &client, reason, cost);
+                    costs::add(
+                        costs::COST_SAVED_TOTAL,
+                        &model,
+                        &client,
+                        reason.label(),
+                        cost,
+                    );
                 }
             }
         }
@@ -318,22 +326,75 @@ impl Finished<'_> {
     }
 }
 
-fn count_usage(model: &SharedString, client: &SharedString, used: &Reported) {
-    for (kind, tokens) in [
-        ("prompt", used.prompt),
-        ("completion", used.completion),
-        ("cached", used.cached),
-    ] {
-        if tokens == 0 {
-            continue;
+/// One model and client's counters, registered once: a registry lookup
+/// with labels costs thousands of instructions, a held handle a few.
+struct Handles {
+    /// prompt, completion, cached.
+    usage: [Counter; 3],
+    /// By [`Reason`].
+    saved_tokens: [Counter; 4],
+    /// cache, coalesced.
+    saved_requests: [Counter; 2],
+}
+
+/// Why tokens were saved, in the order of [`Handles::saved_tokens`].
+#[derive(Debug, Clone, Copy)]
+enum Reason {
+    Cache,
+    Coalesced,
+    Pruned,
+    Compressed,
+}
+
+impl Reason {
+    const ALL: [Reason; 4] = [
+        Reason::Cache,
+        Reason::Coalesced,
+        Reason::Pruned,
+        Reason::Compressed,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Reason::Cache => "cache",
+            Reason::Coalesced => "coalesced",
+            Reason::Pruned => "pruned",
+            Reason::Compressed => "compressed",
         }
-        let labels = [
+    }
+}
+
+type HandleMap = HashMap<(SharedString, SharedString), Arc<Handles>>;
+
+static HANDLES: LazyLock<RwLock<HandleMap>> = LazyLock::new(Default::default);
+
+fn handles(model: &SharedString, client: &SharedString) -> Arc<Handles> {
+    let key = (model.clone(), client.clone());
+    if let Some(handles) = HANDLES.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return handles.clone();
+    }
+    let labels = |name: &'static str, value: &'static str| {
+        [
             ("model", model.clone()),
             ("client", client.clone()),
-            ("kind", SharedString::const_str(kind)),
-        ];
-        metrics::counter!(USAGE_TOKENS_TOTAL, &labels).increment(tokens);
-    }
+            (name, SharedString::const_str(value)),
+        ]
+    };
+    let handles = Arc::new(Handles {
+        usage: ["prompt", "completion", "cached"]
+            .map(|kind| metrics::counter!(USAGE_TOKENS_TOTAL, &labels("kind", kind))),
+        saved_tokens: Reason::ALL
+            .map(|reason| metrics::counter!(SAVED_TOKENS_TOTAL, &labels("reason", reason.label()))),
+        saved_requests: [Reason::Cache, Reason::Coalesced].map(|reason| {
+            metrics::counter!(SAVED_REQUESTS_TOTAL, &labels("reason", reason.label()))
+        }),
+    });
+    HANDLES
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(key)
+        .or_insert(handles)
+        .clone()
 }
 
 /// Describes the counters for `/metrics`.

@@ -243,6 +243,15 @@ impl HttpBody for Observed {
             };
             match this.shape {
                 Shape::Json => {
+                    // The whole answer in one piece (the usual case): read
+                    // where it is, without a copy.
+                    if this.pending.is_empty() && this.inner.is_end_stream() {
+                        this.done = true;
+                        if let Some(usage) = usage_of_answer(&data) {
+                            this.slot.set(usage);
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
                     if !this.skip {
                         if this.pending.len() + data.len() > MAX_JSON {
                             this.skip = true;
@@ -289,8 +298,7 @@ impl Observed {
         match self.shape {
             Shape::Json => {
                 if !self.skip
-                    && let Ok(answer) = serde_json::from_slice::<Answer>(&self.pending)
-                    && let Some(usage) = answer.usage.as_ref().and_then(Usage::reported)
+                    && let Some(usage) = usage_of_answer(&self.pending)
                 {
                     self.slot.set(usage);
                 }
@@ -349,11 +357,37 @@ impl Usage {
     }
 }
 
+/// A JSON answer: only `usage` is read, the rest skipped unparsed.
 #[derive(Deserialize)]
 struct Answer {
     usage: Option<Usage>,
-    #[serde(flatten)]
-    _rest: IgnoredAny,
+}
+
+/// The top-level `usage` of a JSON answer. OpenAI-compatible APIs put it
+/// last, so the object after the last `"usage":` key is read on its own
+/// (a key, not text: quotes inside strings are escaped); when that does not
+/// read as usage, the whole answer is parsed.
+fn usage_of_answer(answer: &[u8]) -> Option<Reported> {
+    if let Some(at) = memchr::memmem::rfind(answer, b"\"usage\"") {
+        let rest = &answer[at + 7..];
+        let value = rest
+            .iter()
+            .position(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n' | b':'))
+            .map(|i| &rest[i..]);
+        if let Some(object) = value.filter(|v| v.first() == Some(&b'{')) {
+            let mut objects = serde_json::Deserializer::from_slice(object).into_iter::<Usage>();
+            if let Some(Ok(usage)) = objects.next()
+                && let Some(reported) = usage.reported()
+            {
+                return Some(reported);
+            }
+        }
+    }
+    serde_json::from_slice::<Answer>(answer)
+        .ok()?
+        .usage
+        .as_ref()
+        .and_then(Usage::reported)
 }
 
 /// A streamed chunk (chat, completions) or event (Responses).
@@ -440,6 +474,64 @@ mod tests {
     const CHUNK: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n";
     const USAGE: &str = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":7,\"total_tokens\":12}}\n\n";
     const DONE: &str = "data: [DONE]\n\n";
+
+    #[test]
+    fn prompt_completion_and_cached_tokens_are_read_under_either_api_s_names() {
+        let read = |json: &str| {
+            serde_json::from_str::<Usage>(json)
+                .ok()
+                .and_then(|u| u.reported())
+        };
+        let chat = read(
+            r#"{"prompt_tokens":100,"completion_tokens":20,"total_tokens":120,"prompt_tokens_details":{"cached_tokens":64}}"#,
+        );
+        assert_eq!(
+            chat,
+            Some(Reported {
+                prompt: 100,
+                completion: 20,
+                cached: 64,
+                total: 120
+            })
+        );
+        let responses = read(
+            r#"{"input_tokens":50,"output_tokens":5,"input_tokens_details":{"cached_tokens":10}}"#,
+        );
+        assert_eq!(
+            responses,
+            Some(Reported {
+                prompt: 50,
+                completion: 5,
+                cached: 10,
+                total: 55
+            })
+        );
+        assert_eq!(read("{}"), None);
+        assert_eq!(read(r#"{"total_tokens":7}"#).map(|r| r.total), Some(7));
+    }
+
+    #[test]
+    fn a_json_answer_s_usage_is_its_top_level_one() {
+        let total = |json: &str| usage_of_answer(json.as_bytes()).map(|u| u.total);
+        assert_eq!(
+            total(
+                r#"{"choices":[{"message":{"content":"a \"usage\": {\"total_tokens\":1}"}}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#
+            ),
+            Some(7)
+        );
+        assert_eq!(
+            total(r#"{"usage": {"total_tokens": 9}, "choices": []}"#),
+            Some(9)
+        );
+        // A later object under a "usage" key that is not usage: the whole
+        // answer is read instead.
+        assert_eq!(
+            total(r#"{"usage":{"total_tokens":5},"meta":{"usage":{"note":"x"}}}"#),
+            Some(5)
+        );
+        assert_eq!(total(r#"{"choices":[]}"#), None);
+        assert_eq!(total("not json"), None);
+    }
 
     #[tokio::test]
     async fn the_usage_chunk_is_read_and_left_out_when_not_asked_for() {
