@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -179,14 +178,6 @@ async fn reload_keeps_the_cache_and_applies_new_limits() {
     assert_eq!(h.post("/v1/chat/completions", &body).await.status(), 200);
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn config_file(port: u16, name: &str, base_url: &str, extra: &str) -> String {
     format!(
         "[server]\nlisten = \"127.0.0.1:{port}\"\nworkers = 1\nconfig_poll_interval = \"200ms\"\n\n[[upstreams]]\nname = \"{name}\"\nbase_url = \"{base_url}\"\n{extra}\n"
@@ -230,7 +221,7 @@ fn wait_for(lines: &std::sync::mpsc::Receiver<String>, needle: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_and_file_changes_reload_and_bad_configs_are_rejected() {
     let mock = MockUpstream::start(MockOptions::default()).await.unwrap();
-    let port = free_port();
+    let port = common::free_port();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sluice.toml");
     let url = mock.base_url();
@@ -245,15 +236,7 @@ async fn sighup_and_file_changes_reload_and_bad_configs_are_rejected() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let lines = common::stderr_lines(&mut child);
     let base = format!("http://127.0.0.1:{port}");
     wait_for(&lines, "sluice listening");
     assert_eq!(upstream_of(&base).await, "one");

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -283,24 +282,8 @@ fn spawn_sluice(
         command.env(name, value);
     }
     let mut child = command.spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let rx = common::stderr_lines(&mut child);
     (child, dir, rx)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Waits for a JSON log line whose fields match `pick`.
@@ -334,7 +317,7 @@ async fn wait_ready(base: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_access_line_carries_each_request() {
     let mock = MockUpstream::start(MockOptions::default()).await.unwrap();
-    let port = free_port();
+    let port = common::free_port();
     let config = format!(
         r#"
 [server]
@@ -443,7 +426,7 @@ format = "json"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_access_line_can_be_turned_off() {
     let mock = MockUpstream::start(MockOptions::default()).await.unwrap();
-    let port = free_port();
+    let port = common::free_port();
     let config = format!(
         "[server]\nlisten = \"127.0.0.1:{port}\"\nworkers = 1\n[[upstreams]]\nname = \"m\"\nbase_url = \"{}\"\n[log]\nformat = \"json\"\naccess = false\n",
         mock.base_url()

@@ -243,19 +243,22 @@ impl Finished<'_> {
                 saved = Some((Reason::Coalesced, usage.unwrap_or_default()));
             }
         }
-        if success && let Some((reason, usage)) = saved {
-            counters.saved_requests[reason as usize].increment(1);
-            counters.saved_tokens[reason as usize].increment(usage.total);
+        // Tokens (and their cost, when priced) not spent upstream.
+        let save = |reason: Reason, tokens: u64, cost: &dyn Fn(&Price) -> f64| {
+            counters.saved_tokens[reason as usize].increment(tokens);
             if let Some(price) = &notes.price {
-                let cost = costs::cost(price, &usage);
                 costs::add(
                     costs::COST_SAVED_TOTAL,
                     &model,
                     &client,
                     reason.label(),
-                    cost,
+                    cost(price),
                 );
             }
+        };
+        if success && let Some((reason, usage)) = saved {
+            counters.saved_requests[reason as usize].increment(1);
+            save(reason, usage.total, &|price| costs::cost(price, &usage));
         }
         // Tokens pruning and compression kept from the upstream, counted
         // when the request went there.
@@ -267,17 +270,7 @@ impl Finished<'_> {
                 if tokens == 0 {
                     continue;
                 }
-                counters.saved_tokens[reason as usize].increment(tokens);
-                if let Some(price) = &notes.price {
-                    let cost = costs::prompt_cost(price, tokens);
-                    costs::add(
-                        costs::COST_SAVED_TOTAL,
-                        &model,
-                        &client,
-                        reason.label(),
-                        cost,
-                    );
-                }
+                save(reason, tokens, &|price| costs::prompt_cost(price, tokens));
             }
         }
         if reporter.access_log {
