@@ -11,11 +11,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, DEFAULT_PATH};
 use crate::server::Running;
-
-/// Read when no `--config` is given and it exists (as [`Config::load`]).
-const DEFAULT_PATH: &str = "config/sluice.toml";
 
 /// Where the running config came from, to read it again.
 #[derive(Debug, Clone, Default)]

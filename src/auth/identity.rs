@@ -13,6 +13,9 @@ pub const CREDENTIAL_HEADERS: [&str; 4] = [
     "openai-project",
 ];
 
+/// The identity of requests that carry no credential.
+pub const ANONYMOUS: &str = "anonymous";
+
 /// A client, as sluice tells clients apart: by the name of the client key it
 /// presented (`[auth]` on), or by a digest of the credential headers it
 /// passed through. Two requests with the same identity share cache entries
@@ -63,7 +66,7 @@ impl Identity {
             let hex = blake3::Hash::from_bytes(digest).to_hex();
             Arc::from(format!("client-{}", &hex[..8]))
         } else {
-            Arc::from("anonymous")
+            Arc::from(ANONYMOUS)
         };
         Identity { digest, name }
     }

@@ -19,7 +19,7 @@ use std::task::{Context, Poll};
 use http::{Request, Response, header};
 use tower::{Layer, Service};
 
-pub use identity::{CREDENTIAL_HEADERS, Identity};
+pub use identity::{ANONYMOUS, CREDENTIAL_HEADERS, Identity};
 
 use crate::body::Body;
 use crate::config::ClientKey;

@@ -15,7 +15,7 @@ use figment::{Figment, Metadata, Profile, Provider};
 use super::{Config, ConfigError};
 
 /// Read when no `--config` is given, relative to the working directory.
-const DEFAULT_PATH: &str = "config/sluice.toml";
+pub(crate) const DEFAULT_PATH: &str = "config/sluice.toml";
 const ENV_PREFIX: &str = "SLUICE_";
 /// Separates key levels in variable names: `SLUICE_SERVER__LISTEN`.
 const ENV_SEPARATOR: &str = "__";

@@ -32,6 +32,7 @@ use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 
 pub use error::ConfigError;
+pub(crate) use load::DEFAULT_PATH;
 pub use secret::{Secret, mask_url};
 
 /// The whole configuration, one field per TOML section.

@@ -173,7 +173,9 @@ where
                 record.status = Some(response.status());
                 if let Some(access) = &mut record.access {
                     access.head = Some(record.start.elapsed());
-                    access.marks = Marks::of(response.headers());
+                    if access.tally.logs_access() {
+                        access.marks = Marks::of(response.headers());
+                    }
                 }
                 let (parts, body) = response.into_parts();
                 Poll::Ready(Ok(Response::from_parts(parts, body::guarded(body, record))))

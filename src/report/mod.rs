@@ -111,6 +111,12 @@ impl Tally {
         self.0.notes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether this request's access line is written (its marks are kept
+    /// only then).
+    pub fn logs_access(&self) -> bool {
+        self.0.reporter.access_log
+    }
+
     /// The model the request names.
     pub fn set_model(&self, model: &str) {
         let label = labels::MODELS.label(model);
@@ -180,13 +186,15 @@ pub struct Marks {
 
 impl Marks {
     pub fn of(headers: &HeaderMap) -> Marks {
-        let get = |name: &str| headers.get(name).cloned();
+        use crate::tokens::{X_SLUICE_PROMPT_TOKENS_ORIGINAL, X_SLUICE_PROMPT_TOKENS_SENT};
+        use crate::upstream::forward::{X_SLUICE_ATTEMPTS, X_SLUICE_UPSTREAM};
+        let get = |name: &http::HeaderName| headers.get(name).cloned();
         Marks {
-            upstream: get("x-sluice-upstream"),
-            attempts: get("x-sluice-attempts"),
-            cache: get("x-sluice-cache"),
-            tokens_original: get("x-sluice-prompt-tokens-original"),
-            tokens_sent: get("x-sluice-prompt-tokens-sent"),
+            upstream: get(&X_SLUICE_UPSTREAM),
+            attempts: get(&X_SLUICE_ATTEMPTS),
+            cache: get(&crate::cache::X_SLUICE_CACHE),
+            tokens_original: get(&X_SLUICE_PROMPT_TOKENS_ORIGINAL),
+            tokens_sent: get(&X_SLUICE_PROMPT_TOKENS_SENT),
         }
     }
 }
@@ -198,8 +206,6 @@ fn text(value: &Option<HeaderValue>) -> Option<&str> {
 fn number(value: &Option<HeaderValue>) -> Option<u64> {
     text(value).and_then(|v| v.parse().ok())
 }
-
-const OTHER_CLIENT: &str = "anonymous";
 
 impl Finished<'_> {
     /// Counts the request's usage and savings and logs its access line.
@@ -213,7 +219,7 @@ impl Finished<'_> {
         let client = notes
             .client
             .clone()
-            .unwrap_or_else(|| SharedString::const_str(OTHER_CLIENT));
+            .unwrap_or_else(|| SharedString::const_str(crate::auth::ANONYMOUS));
         let success = self.status.is_some_and(|s| s.is_success());
         let used = tally.0.usage.report();
         let counters = handles(&model, &client);
