@@ -38,30 +38,7 @@ use crate::error::Error;
 use crate::openai::request::ParseError;
 use crate::openai::{ApiRequest, Endpoint};
 
-/// Errors raised while reading and parsing an understood request.
-#[derive(Debug, thiserror::Error)]
-pub enum IngressError {
-    #[error("We could not parse the JSON body of your request: {0}")]
-    InvalidJson(serde_json::Error),
-    #[error("The request body must be a JSON object.")]
-    NotAnObject,
-    #[error("could not read the request body: {0}")]
-    BodyRead(String),
-    #[error("The request body nests arrays and objects more than {max} levels deep, the limit.")]
-    TooDeep { max: usize },
-    #[error(
-        "The request body stopped arriving: nothing came for {}.",
-        humantime::format_duration(*after)
-    )]
-    BodyTimeout { after: Duration },
-    #[error("The request URI is longer than the limit of {limit} bytes.")]
-    UriTooLong { limit: usize },
-    #[error("The {name} header must be one of: {expected}.")]
-    InvalidHeader {
-        name: &'static str,
-        expected: &'static str,
-    },
-}
+pub use crate::error::IngressError;
 
 /// Per-request overrides of the rewriting layers' settings, from the
 /// `x-sluice-prune` and `x-sluice-compress` headers; in the extensions of

@@ -11,30 +11,19 @@
 //! extensions: the key's name, or a digest of the passed-through credential.
 //! The cache scope, the rate limits and the sessions are kept per identity.
 
-mod identity;
-
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response, header};
 use tower::{Layer, Service};
 
-pub use identity::{ANONYMOUS, CREDENTIAL_HEADERS, Identity};
+pub use crate::context::{ANONYMOUS, CREDENTIAL_HEADERS, Identity};
 
 use crate::body::Body;
 use crate::config::ClientKey;
 use crate::error::Error;
 
-/// Why a request was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum AuthError {
-    #[error(
-        "You didn't provide an API key. Send your sluice client key as `Authorization: Bearer <key>`."
-    )]
-    Missing,
-    #[error("Incorrect API key provided. Use one of the client keys this sluice was given.")]
-    Invalid,
-}
+pub use crate::error::AuthError;
 
 /// The configured client keys, as digests: the keys themselves are not kept.
 #[derive(Debug)]

@@ -10,6 +10,8 @@
 use crate::upstream::usage::Reported;
 use std::sync::Arc;
 
+use super::CacheOutcome;
+
 use http::{Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
@@ -64,7 +66,7 @@ where
             .and_then(|()| cache.key(&req, &single));
         match key {
             Ok(key) => keys.push(key),
-            Err(_) => return inner.call(req).await.map(|r| mark(r, "bypass")),
+            Err(_) => return inner.call(req).await.map(|r| mark(r, CacheOutcome::Bypass)),
         }
     }
     let mut found: Vec<Option<Arc<Entry>>> = Vec::with_capacity(inputs.len());
@@ -93,7 +95,7 @@ where
                     };
                     tally.served_from_cache(usage, false);
                 }
-                return Ok(mark(answer(items, StatusCode::OK, None), "hit"));
+                return Ok(mark(answer(items, StatusCode::OK, None), CacheOutcome::Hit));
             }
             // An entry that does not read back: fetch everything afresh.
             None => found.iter_mut().for_each(|f| *f = None),
@@ -105,7 +107,7 @@ where
     let mut batch = api.clone();
     let batch_input = Value::Array(missing.iter().map(|i| inputs[*i].clone()).collect());
     if batch.set("input", &batch_input).is_err() {
-        return inner.call(req).await.map(|r| mark(r, "bypass"));
+        return inner.call(req).await.map(|r| mark(r, CacheOutcome::Bypass));
     }
     req.extensions_mut().insert(batch);
     req.headers_mut().remove(header::ACCEPT_ENCODING);
@@ -113,7 +115,7 @@ where
     if response.status() != StatusCode::OK
         || response.headers().contains_key(header::CONTENT_ENCODING)
     {
-        return Ok(mark(response, "miss"));
+        return Ok(mark(response, CacheOutcome::Miss));
     }
     let (parts, upstream_body) = response.into_parts();
     let bytes = match http_body_util::Limited::new(upstream_body, MAX_ANSWER_BYTES)
@@ -122,7 +124,7 @@ where
     {
         Ok(collected) => collected.to_bytes(),
         Err(error) => {
-            return Err(crate::upstream::UpstreamError::Failed {
+            return Err(crate::error::UpstreamError::Failed {
                 upstream: "(embeddings)".to_owned(),
                 reason: format!("reading the embeddings answer: {error}"),
             }
@@ -131,7 +133,10 @@ where
     };
     let Some(fresh) = split(&bytes, missing.len()) else {
         // Not an answer sluice can split: relay it as it came.
-        return Ok(mark(Response::from_parts(parts, body::full(bytes)), "miss"));
+        return Ok(mark(
+            Response::from_parts(parts, body::full(bytes)),
+            CacheOutcome::Miss,
+        ));
     };
     let ttl = directives.ttl.unwrap_or(cache.ttl);
     let mut fresh = fresh.into_iter();
@@ -144,13 +149,16 @@ where
                 .inspect(|item| store(&cache, keys[i], item, ttl)),
         };
         let Some(item) = item else {
-            return Ok(mark(Response::from_parts(parts, body::full(bytes)), "miss"));
+            return Ok(mark(
+                Response::from_parts(parts, body::full(bytes)),
+                CacheOutcome::Miss,
+            ));
         };
         items.push(item);
     }
     let mut response = answer(items, parts.status, Some(parts.headers));
     *response.extensions_mut() = parts.extensions;
-    Ok(mark(response, "miss"))
+    Ok(mark(response, CacheOutcome::Miss))
 }
 
 /// One item of an embeddings answer: its data object (index 0), the model
@@ -268,11 +276,10 @@ fn answer(
     }
     // Put together from stored items: the prompt tokens are the items'
     // (as the upstream counted them), nothing pruned or compressed.
-    PromptTokens {
+    crate::context::Outcome::of(&mut response).prompt_tokens = Some(PromptTokens {
         original: tokens,
         sent: tokens,
-    }
-    .set_headers(response.headers_mut());
+    });
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),

@@ -38,7 +38,7 @@ impl CacheKey {
 pub enum Scope<'a> {
     /// Every client.
     Global,
-    /// One client: the digest of its [`crate::auth::Identity`].
+    /// One client: the digest of its [`crate::context::Identity`].
     Client(&'a [u8; 32]),
 }
 
@@ -360,8 +360,8 @@ mod tests {
     #[test]
     fn scopes_path_and_settings_separate_entries() {
         let body = r#"{"model":"m"}"#;
-        let alice = crate::auth::Identity::named("alice");
-        let bob = crate::auth::Identity::named("bob");
+        let alice = crate::context::Identity::named("alice");
+        let bob = crate::context::Identity::named("bob");
         let a = key_of(body, Scope::Client(alice.digest()));
         assert_eq!(a, key_of(body, Scope::Client(alice.digest())));
         assert_ne!(a, key_of(body, Scope::Client(bob.digest())));

@@ -44,17 +44,16 @@ use std::time::Duration;
 use bytes::BytesMut;
 use futures_util::FutureExt;
 use futures_util::future::{Either, Map};
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use tower::{Layer, Service};
 
-use crate::auth::Identity;
 use crate::body::{self, Body};
 use crate::config::{CacheConfig, CacheScope};
+use crate::context::Identity;
 use crate::error::Error;
 use crate::observe::{CACHE_LOOKUPS_TOTAL, CACHE_REQUESTS_TOTAL, CACHE_TOKENS_SAVED_TOTAL};
 use crate::openai::{ApiRequest, Endpoint};
-use crate::tokens::PromptTokens;
 use crate::upstream::usage::UsageSlot;
 use coalesce::{FlightGuard, InFlight, Role};
 use directives::Directives;
@@ -64,8 +63,7 @@ use record::{Recorder, Recording};
 use replay::{Wanted, follow, hit};
 use store::{Entry, MemoryTier};
 
-pub static X_SLUICE_CACHE: HeaderName = HeaderName::from_static("x-sluice-cache");
-pub static X_SLUICE_CACHE_TIER: HeaderName = HeaderName::from_static("x-sluice-cache-tier");
+pub use crate::context::{CacheOutcome, X_SLUICE_CACHE, X_SLUICE_CACHE_TIER};
 
 /// Redis keys: a versioned prefix, so a change of format never reads old
 /// entries under a new meaning.
@@ -327,14 +325,12 @@ fn count_lookup(tier: &'static str, hit: bool) {
 }
 
 fn mark_bypass(result: Result<Response<Body>, Error>) -> Result<Response<Body>, Error> {
-    result.map(|response| mark(response, "bypass"))
+    result.map(|response| mark(response, CacheOutcome::Bypass))
 }
 
-fn mark(mut response: Response<Body>, outcome: &'static str) -> Response<Body> {
-    metrics::counter!(CACHE_REQUESTS_TOTAL, "result" => outcome).increment(1);
-    response
-        .headers_mut()
-        .insert(X_SLUICE_CACHE.clone(), HeaderValue::from_static(outcome));
+fn mark(mut response: Response<Body>, outcome: CacheOutcome) -> Response<Body> {
+    metrics::counter!(CACHE_REQUESTS_TOTAL, "result" => outcome.as_str()).increment(1);
+    crate::context::Outcome::of(&mut response).cache = Some(outcome);
     response
 }
 
@@ -348,10 +344,10 @@ where
     S: Service<Request<Body>, Response = Response<Body>, Error = Error>,
 {
     let Some(api) = req.extensions().get::<ApiRequest>() else {
-        return inner.call(req).await.map(|r| mark(r, "bypass"));
+        return inner.call(req).await.map(|r| mark(r, CacheOutcome::Bypass));
     };
     if !cache.cacheable(api, &directives) {
-        return inner.call(req).await.map(|r| mark(r, "bypass"));
+        return inner.call(req).await.map(|r| mark(r, CacheOutcome::Bypass));
     }
     if api.endpoint() == Endpoint::Embeddings
         && let Some(inputs) = api
@@ -364,7 +360,7 @@ where
         return embeddings::handle(cache, inner, req, api, inputs, directives).await;
     }
     let Ok(key) = cache.key(&req, api) else {
-        return inner.call(req).await.map(|r| mark(r, "bypass"));
+        return inner.call(req).await.map(|r| mark(r, CacheOutcome::Bypass));
     };
     let limit_set = api.raw("max_tokens").is_some()
         || api.raw("max_completion_tokens").is_some()
@@ -382,7 +378,11 @@ where
             if let Some((entry, tier)) = cache.lookup(&key, &directives).await
                 && let Some(answer) = hit(&entry, tier, wants)
             {
-                let outcome = if waited { "coalesced" } else { "hit" };
+                let outcome = if waited {
+                    CacheOutcome::Coalesced
+                } else {
+                    CacheOutcome::Hit
+                };
                 if let Some(tally) = req.extensions().get::<crate::report::Tally>() {
                     tally.served_from_cache(entry.usage, waited);
                 }
@@ -408,7 +408,7 @@ where
                         if let Some(tally) = req.extensions().get::<crate::report::Tally>() {
                             tally.followed(live.usage());
                         }
-                        return Ok(mark(follow(&live), "coalesced"));
+                        return Ok(mark(follow(&live), CacheOutcome::Coalesced));
                     }
                     coalesce::landed(done).await;
                     waited = true;
@@ -437,13 +437,16 @@ where
         && content_type
             .as_ref()
             .is_some_and(|ct| ct.as_bytes().starts_with(expected));
-    let response = mark(response, "miss");
+    let response = mark(response, CacheOutcome::Miss);
     let (Some(content_type), true) = (content_type, storable) else {
         return Ok(response);
     };
     let (parts, body) = response.into_parts();
     let ttl = directives.ttl.unwrap_or(cache.ttl);
-    let prompt = PromptTokens::from_headers(&parts.headers);
+    let prompt = parts
+        .extensions
+        .get::<crate::context::Outcome>()
+        .and_then(|o| o.prompt_tokens);
     if let (Some(publisher), Some(prompt)) = (&publisher, prompt) {
         publisher.0.set_prompt(prompt);
     }

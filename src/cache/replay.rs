@@ -8,10 +8,10 @@ use bytes::Bytes;
 use http::Response;
 use http::header::{self, HeaderValue};
 
-use super::X_SLUICE_CACHE_TIER;
 use super::live::LiveStream;
 use super::store::Entry;
 use crate::body::{self, Body};
+use crate::context::Outcome;
 use crate::openai::{ApiRequest, Endpoint, chat_stream, other_streams};
 
 /// The form of answer a request wants.
@@ -41,16 +41,12 @@ impl Wanted {
 /// A follower's answer: the leader's stream, from its first chunk, live.
 pub(super) fn follow(live: &Arc<LiveStream>) -> Response<Body> {
     let mut response = Response::new(live.follow());
-    if let Some(prompt) = live.prompt() {
-        prompt.set_headers(response.headers_mut());
-    }
+    let outcome = Outcome::of(&mut response);
+    outcome.prompt_tokens = live.prompt();
+    outcome.attempts = Some(0);
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/event-stream; charset=utf-8"),
-    );
-    response.headers_mut().insert(
-        crate::upstream::forward::X_SLUICE_ATTEMPTS.clone(),
-        HeaderValue::from_static("0"),
     );
     response
 }
@@ -98,14 +94,10 @@ pub(super) fn hit(entry: &Entry, tier: &'static str, wants: Wanted) -> Option<Re
     let mut response = Response::new(body::full(body));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, content_type);
-    headers.insert(X_SLUICE_CACHE_TIER.clone(), HeaderValue::from_static(tier));
     headers.insert(header::AGE, HeaderValue::from(entry.age()));
-    if let Some(prompt) = entry.prompt {
-        prompt.set_headers(headers);
-    }
-    headers.insert(
-        crate::upstream::forward::X_SLUICE_ATTEMPTS.clone(),
-        HeaderValue::from_static("0"),
-    );
+    let outcome = Outcome::of(&mut response);
+    outcome.cache_tier = Some(tier);
+    outcome.prompt_tokens = entry.prompt;
+    outcome.attempts = Some(0);
     Some(response)
 }

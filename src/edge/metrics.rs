@@ -174,7 +174,7 @@ where
                 if let Some(access) = &mut record.access {
                     access.head = Some(record.start.elapsed());
                     if access.tally.logs_access() {
-                        access.marks = Marks::of(response.headers());
+                        access.marks = Marks::get(&response).cloned().unwrap_or_default();
                     }
                 }
                 let (parts, body) = response.into_parts();

@@ -15,7 +15,7 @@ use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
 
 use super::{Denied, Kind, Verdict, Window};
-use crate::auth::Identity;
+use crate::context::Identity;
 
 /// The limits' window: a client may use a whole minute's allowance at once.
 pub const PERIOD: Duration = Duration::from_secs(60);

@@ -1,6 +1,7 @@
 //! Per-client rate limits: requests and tokens per minute.
 //!
-//! Each client identity (see [`crate::auth`]) may send `requests_per_minute`
+//! Each client identity ([`crate::context::Identity`]) may send
+//! `requests_per_minute`
 //! requests and use `tokens_per_minute` tokens a minute, with bursts up to a
 //! whole minute's allowance (GCRA). A request's tokens are its prompt as
 //! counted by sluice plus the completion it may ask for (`max_tokens` and
@@ -29,9 +30,9 @@ use futures_util::future::{BoxFuture, Either};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use tower::{Layer, Service};
 
-use crate::auth::Identity;
 use crate::body::{self, Body};
 use crate::config::{CacheConfig, RateLimitConfig};
+use crate::context::Identity;
 use crate::error::Error;
 use crate::openai::ApiRequest;
 use crate::tokens::Counter;
@@ -44,66 +45,7 @@ pub use shared::Shared;
 pub const RATE_LIMITED_TOTAL: &str = "sluice_rate_limited_total";
 pub const REDIS_FALLBACKS_TOTAL: &str = "sluice_rate_limit_redis_fallbacks_total";
 
-/// Which limit refused a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Requests,
-    Tokens,
-    /// The request alone needs more tokens than a minute's allowance.
-    TooLarge {
-        requested: u64,
-    },
-}
-
-/// A refusal and how long until the request would pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Denied {
-    pub kind: Kind,
-    pub retry_after: Duration,
-}
-
-/// One limit as a client sees it after a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Window {
-    pub limit: u64,
-    pub remaining: u64,
-    /// Until the whole allowance is back.
-    pub reset: Duration,
-}
-
-/// The outcome of taking a request's share.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Verdict {
-    pub requests: Option<Window>,
-    pub tokens: Option<Window>,
-    pub denied: Option<Denied>,
-}
-
-/// A request over its client's limit.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct RateLimitError {
-    message: String,
-    pub denied: Denied,
-    /// The `x-ratelimit-*` and `retry-after-ms` headers of the answer.
-    pub headers: HeaderMap,
-}
-
-impl RateLimitError {
-    /// Seconds for `Retry-After` (rounded up); none when waiting cannot help.
-    pub fn retry_after_secs(&self) -> Option<u32> {
-        match self.denied.kind {
-            Kind::TooLarge { .. } => None,
-            _ => Some(
-                self.denied
-                    .retry_after
-                    .as_secs_f64()
-                    .ceil()
-                    .clamp(1.0, 86_400.0) as u32,
-            ),
-        }
-    }
-}
+pub use crate::error::{Denied, Kind, RateLimitError, Verdict, Window};
 
 struct Limits {
     tokens_per_minute: Option<u64>,
@@ -328,10 +270,9 @@ impl Drop for Settlement {
 /// Answered by the cache (a hit, or a copy of an identical request's
 /// answer): no upstream tokens were used.
 fn served_without_upstream(answer: &Response<Body>) -> bool {
-    answer
-        .headers()
-        .get(&crate::cache::X_SLUICE_CACHE)
-        .is_some_and(|v| v == "hit" || v == "coalesced")
+    use crate::context::{CacheOutcome, Outcome};
+    Outcome::get(answer)
+        .is_some_and(|o| matches!(o.cache, Some(CacheOutcome::Hit | CacheOutcome::Coalesced)))
 }
 
 /// The most completion tokens the request asks for (`max_tokens`,

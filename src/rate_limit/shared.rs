@@ -8,8 +8,8 @@ use std::time::Duration;
 use redis::Script;
 
 use super::{Denied, Kind, Verdict, Window};
-use crate::auth::Identity;
 use crate::cache::redis::{RedisOptions, RedisTier, RedisTierError};
+use crate::context::Identity;
 
 /// Both keys of a client carry the same hash tag (`{…}`), so the script's
 /// keys live on one node of a Redis Cluster.

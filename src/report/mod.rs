@@ -28,7 +28,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex, RwLock};
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderValue};
 use metrics::{Counter, SharedString};
 
 use crate::config::{Config, Price};
@@ -174,38 +173,8 @@ pub struct Finished<'a> {
     pub marks: &'a Marks,
 }
 
-/// The headers sluice's layers set on an answer, kept for its access line.
-#[derive(Debug, Default)]
-pub struct Marks {
-    upstream: Option<HeaderValue>,
-    attempts: Option<HeaderValue>,
-    cache: Option<HeaderValue>,
-    tokens_original: Option<HeaderValue>,
-    tokens_sent: Option<HeaderValue>,
-}
-
-impl Marks {
-    pub fn of(headers: &HeaderMap) -> Marks {
-        use crate::tokens::{X_SLUICE_PROMPT_TOKENS_ORIGINAL, X_SLUICE_PROMPT_TOKENS_SENT};
-        use crate::upstream::forward::{X_SLUICE_ATTEMPTS, X_SLUICE_UPSTREAM};
-        let get = |name: &http::HeaderName| headers.get(name).cloned();
-        Marks {
-            upstream: get(&X_SLUICE_UPSTREAM),
-            attempts: get(&X_SLUICE_ATTEMPTS),
-            cache: get(&crate::cache::X_SLUICE_CACHE),
-            tokens_original: get(&X_SLUICE_PROMPT_TOKENS_ORIGINAL),
-            tokens_sent: get(&X_SLUICE_PROMPT_TOKENS_SENT),
-        }
-    }
-}
-
-fn text(value: &Option<HeaderValue>) -> Option<&str> {
-    value.as_ref().and_then(|v| v.to_str().ok())
-}
-
-fn number(value: &Option<HeaderValue>) -> Option<u64> {
-    text(value).and_then(|v| v.parse().ok())
-}
+/// What sluice's layers noted on an answer, kept for its access line.
+pub type Marks = crate::context::Outcome;
 
 impl Finished<'_> {
     /// Counts the request's usage and savings and logs its access line.
@@ -219,7 +188,7 @@ impl Finished<'_> {
         let client = notes
             .client
             .clone()
-            .unwrap_or_else(|| SharedString::const_str(crate::auth::ANONYMOUS));
+            .unwrap_or_else(|| SharedString::const_str(crate::context::ANONYMOUS));
         let success = self.status.is_some_and(|s| s.is_success());
         let used = tally.0.usage.report();
         let counters = handles(&model, &client);
@@ -310,14 +279,18 @@ impl Finished<'_> {
             head_ms,
             model = notes.model.as_ref().map(|_| &**model),
             client = &**client,
-            upstream = text(&marks.upstream).or(served_from),
-            attempts = number(&marks.attempts),
-            cache = text(&marks.cache),
+            upstream = marks
+                .upstream
+                .as_ref()
+                .and_then(|v| v.to_str().ok())
+                .or(served_from),
+            attempts = marks.attempts,
+            cache = marks.cache.map(|c| c.as_str()),
             prompt_tokens = used.map(|u| u.prompt),
             completion_tokens = used.map(|u| u.completion),
             cached_tokens = used.map(|u| u.cached),
-            tokens_original = number(&marks.tokens_original),
-            tokens_sent = number(&marks.tokens_sent),
+            tokens_original = marks.prompt_tokens.map(|p| p.original),
+            tokens_sent = marks.prompt_tokens.map(|p| p.sent),
             pruned = (notes.pruned > 0).then_some(notes.pruned),
             compressed = (notes.compressed > 0).then_some(notes.compressed),
             "access"

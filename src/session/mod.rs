@@ -37,27 +37,16 @@ use http::{HeaderMap, HeaderName, Request, Response};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-use crate::auth::Identity;
 use crate::body::Body;
 use crate::config::SessionsConfig;
+use crate::context::Identity;
 use crate::edge::timeout::Deadline;
 use crate::error::Error;
 pub use sessions::{Sessions, Ticket, Turn};
 
-/// Longest session id accepted, in bytes.
-pub const MAX_ID_LEN: usize = 256;
+pub use crate::error::session::MAX_ID_LEN;
 
-/// Errors of the session layer.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum SessionError {
-    #[error("invalid {header} header: expected 1 to {MAX_ID_LEN} visible ASCII characters")]
-    InvalidHeader { header: HeaderName },
-    #[error(
-        "an earlier request of this session was still running after {}; retry shortly",
-        humantime::format_duration(*waited)
-    )]
-    Busy { waited: Duration },
-}
+pub use crate::error::SessionError;
 
 #[derive(Debug, Clone)]
 pub struct SessionLayer {

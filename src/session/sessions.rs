@@ -9,7 +9,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::SessionError;
-use crate::auth::Identity;
+use crate::context::Identity;
 use crate::observe::{SESSION_WAIT, SESSIONS_ACTIVE};
 
 /// Every session with a request running or waiting, and those idle for less

@@ -194,7 +194,7 @@ where
             };
             let (answer, counts) = tokio::join!(answer, counting);
             let mut answer = answer?;
-            counts.set_headers(answer.headers_mut());
+            crate::context::Outcome::of(&mut answer).prompt_tokens = Some(counts);
             Ok(answer)
         }))
     }

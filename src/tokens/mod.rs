@@ -36,8 +36,6 @@ use std::fmt;
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use http::HeaderMap;
-use http::header::{HeaderName, HeaderValue};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
@@ -45,10 +43,7 @@ pub use bpe::Bpe;
 pub use layer::{Original, TokensLayer};
 pub use truncate::head_tail;
 
-pub static X_SLUICE_PROMPT_TOKENS_ORIGINAL: HeaderName =
-    HeaderName::from_static("x-sluice-prompt-tokens-original");
-pub static X_SLUICE_PROMPT_TOKENS_SENT: HeaderName =
-    HeaderName::from_static("x-sluice-prompt-tokens-sent");
+pub use crate::context::PromptTokens;
 
 /// Texts shorter than this are counted directly: hashing and a cache lookup
 /// would cost about as much as counting them (counting runs at roughly
@@ -280,41 +275,6 @@ impl Counter {
     }
 }
 
-/// Prompt tokens before and after pruning and compression.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PromptTokens {
-    pub original: u64,
-    pub sent: u64,
-}
-
-impl PromptTokens {
-    /// Sets `x-sluice-prompt-tokens-original` and `-sent`.
-    pub fn set_headers(self, headers: &mut HeaderMap) {
-        headers.insert(
-            X_SLUICE_PROMPT_TOKENS_ORIGINAL.clone(),
-            HeaderValue::from(self.original),
-        );
-        headers.insert(
-            X_SLUICE_PROMPT_TOKENS_SENT.clone(),
-            HeaderValue::from(self.sent),
-        );
-    }
-
-    /// The counts a response carries in its headers, if it does.
-    pub fn from_headers(headers: &HeaderMap) -> Option<PromptTokens> {
-        let read = |name: &HeaderName| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok())
-        };
-        Some(PromptTokens {
-            original: read(&X_SLUICE_PROMPT_TOKENS_ORIGINAL)?,
-            sent: read(&X_SLUICE_PROMPT_TOKENS_SENT)?,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -403,18 +363,5 @@ mod tests {
             let chunks = (text.len() / MAX_PIECE_BYTES + 1) as u64;
             assert!(chunked.abs_diff(exact) <= chunks, "{chunked} vs {exact}");
         }
-    }
-
-    #[test]
-    fn headers_round_trip() {
-        let mut headers = HeaderMap::new();
-        let counts = PromptTokens {
-            original: 52_000,
-            sent: 3_990,
-        };
-        counts.set_headers(&mut headers);
-        assert_eq!(headers[&X_SLUICE_PROMPT_TOKENS_ORIGINAL], "52000");
-        assert_eq!(PromptTokens::from_headers(&headers), Some(counts));
-        assert_eq!(PromptTokens::from_headers(&HeaderMap::new()), None);
     }
 }

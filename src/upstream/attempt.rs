@@ -21,9 +21,7 @@ use http_body_util::BodyExt;
 use tokio::time::Instant;
 use tower::Service;
 
-use super::forward::{
-    ClientBodyError, X_SLUICE_UPSTREAM, classify, strip_response_headers, upstream_uri,
-};
+use super::forward::{ClientBodyError, classify, strip_response_headers, upstream_uri};
 use super::health::Outcome;
 use super::relay::Relay;
 use super::retry::{Reason, RetrySettings};
@@ -154,8 +152,9 @@ async fn attempt(
     let (mut parts, incoming) = answer.into_parts();
     strip_response_headers(&mut parts.headers);
     parts
-        .headers
-        .insert(X_SLUICE_UPSTREAM.clone(), upstream.name_header.clone());
+        .extensions
+        .get_or_insert_default::<crate::context::Outcome>()
+        .upstream = Some(upstream.name_header.clone());
 
     if settings.retries(status) {
         // Read whole so the last one can be returned as it came; its

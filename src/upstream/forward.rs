@@ -16,8 +16,7 @@ use crate::body::BoxError;
 use crate::edge::body_limit::is_length_limit_error;
 use crate::observe::UPSTREAM_ERRORS_TOTAL;
 
-pub static X_SLUICE_UPSTREAM: HeaderName = HeaderName::from_static("x-sluice-upstream");
-pub static X_SLUICE_ATTEMPTS: HeaderName = HeaderName::from_static("x-sluice-attempts");
+pub use crate::context::{X_SLUICE_ATTEMPTS, X_SLUICE_UPSTREAM};
 /// The upstream's own request id, kept under this name because
 /// `x-request-id` on the answer is the client's (or sluice's) id.
 pub static X_UPSTREAM_REQUEST_ID: HeaderName = HeaderName::from_static("x-upstream-request-id");

@@ -26,13 +26,12 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use http::{HeaderMap, Response, StatusCode};
 use tokio::time::{Instant, Sleep};
 use tower::retry::Policy;
 use tower::retry::budget::{Budget, TpsBudget};
 
 use super::attempt::{AttemptError, Try};
-use super::forward::X_SLUICE_ATTEMPTS;
 use super::route::{Pick, Upstreams};
 use crate::body::Body;
 use crate::config::RetryConfig;
@@ -214,9 +213,7 @@ impl RetryPolicy {
     fn finish(&self, result: &mut Result<Response<Body>, AttemptError>) {
         match result {
             Ok(answer) => {
-                answer
-                    .headers_mut()
-                    .insert(X_SLUICE_ATTEMPTS.clone(), HeaderValue::from(self.attempts));
+                crate::context::Outcome::of(answer).attempts = Some(self.attempts);
             }
             Err(error) => error.attempts = self.attempts,
         }
@@ -288,6 +285,7 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     fn settings(base_ms: u64, max_ms: u64) -> RetrySettings {
         RetrySettings::new(&RetryConfig {

@@ -1,19 +1,29 @@
 //! sluice's own errors and the one place that turns them into HTTP answers.
 //!
-//! Each part of the pipeline has its own error enum; [`Error`] nests them.
+//! Each part of the pipeline has its own error enum, defined in a file of
+//! this folder (so this module needs none of the layers) and re-exported by
+//! its layer; [`Error`] nests them.
 //! [`Error::into_response`] maps every variant, exhaustively, to a status and
 //! OpenAI's error JSON, so SDKs raise their usual exceptions.
 
 use http::{HeaderValue, StatusCode, header};
 
-use crate::auth::AuthError;
+pub mod auth;
+pub mod edge;
+pub mod ingress;
+pub mod rate_limit;
+pub mod session;
+pub mod upstream;
+
+pub use auth::AuthError;
+pub use edge::EdgeError;
+pub use ingress::IngressError;
+pub use rate_limit::{Denied, Kind, RateLimitError, Verdict, Window};
+pub use session::SessionError;
+pub use upstream::UpstreamError;
+
 use crate::body::{self, Body};
-use crate::edge::EdgeError;
-use crate::ingress::IngressError;
 use crate::openai::error::ErrorBody;
-use crate::rate_limit::RateLimitError;
-use crate::session::SessionError;
-use crate::upstream::UpstreamError;
 
 /// Any error sluice itself answers with.
 #[derive(Debug, thiserror::Error)]
@@ -219,7 +229,7 @@ impl Error {
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limit_error",
                 match e.denied.kind {
-                    crate::rate_limit::Kind::TooLarge { .. } => "request_too_large",
+                    Kind::TooLarge { .. } => "request_too_large",
                     _ => "rate_limit_exceeded",
                 },
                 e.retry_after_secs(),
@@ -280,10 +290,7 @@ impl Error {
         if let Error::Upstream(e) = &self
             && let Some(attempts) = e.attempts()
         {
-            headers.insert(
-                crate::upstream::forward::X_SLUICE_ATTEMPTS.clone(),
-                HeaderValue::from(attempts),
-            );
+            crate::context::Outcome::of(&mut response).attempts = Some(attempts);
         }
         response
     }

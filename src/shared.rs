@@ -1,0 +1,176 @@
+//! What every worker's pipeline shares, and what a reload keeps.
+//!
+//! [`Shared::new`] builds each layer's state from the config once per
+//! process; [`Shared::reload`] builds it for a new config, keeping the
+//! state of every part whose settings did not change. The pipeline itself
+//! is assembled in [`crate::stack`].
+
+use std::sync::Arc;
+
+use crate::auth::AuthLayer;
+use crate::cache::CacheLayer;
+use crate::compress::CompressLayer;
+use crate::config::Config;
+use crate::edge::load_shed::LoadShedLayer;
+use crate::lifecycle::Lifecycle;
+use crate::prune::PruneLayer;
+use crate::rate_limit::RateLimitLayer;
+use crate::report::Reporter;
+use crate::session::SessionLayer;
+use crate::tokens::{Counter, TokensLayer};
+use crate::upstream::health::Health;
+use crate::upstream::retry::RetrySettings;
+
+/// What the pipeline takes from the config, by value.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    pub body_limit: u64,
+    /// What ingress lets a client send (URI, JSON depth, body pace).
+    pub ingress: crate::ingress::Limits,
+    pub max_concurrency: usize,
+    pub request_timeout: std::time::Duration,
+}
+
+impl From<&Config> for Settings {
+    fn from(config: &Config) -> Self {
+        Settings {
+            body_limit: config.server.max_body_size.as_u64(),
+            ingress: crate::ingress::Limits::from(&config.server),
+            max_concurrency: config.server.max_concurrency,
+            request_timeout: config.server.request_timeout,
+        }
+    }
+}
+
+/// What every worker's pipeline shares: the process's phase and the one
+/// concurrency limit for all workers.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    pub lifecycle: Arc<Lifecycle>,
+    pub load_shed: LoadShedLayer,
+    pub cache: CacheLayer,
+    pub session: SessionLayer,
+    pub prune: PruneLayer,
+    pub compress: CompressLayer,
+    pub tokens: TokensLayer,
+    pub auth: AuthLayer,
+    pub rate_limit: RateLimitLayer,
+    /// Each upstream's health, by configuration index, for every worker.
+    pub health: Arc<Vec<Arc<Health>>>,
+    /// The retry policy's settings and its one retry budget.
+    pub retry: Arc<RetrySettings>,
+    /// Usage and savings counters, prices, the access log.
+    pub reporter: Arc<Reporter>,
+    /// The token count cache of the prune, compress and tokens layers.
+    pub counter: Arc<Counter>,
+}
+
+impl Shared {
+    pub fn new(config: &Config, settings: &Settings, lifecycle: Arc<Lifecycle>) -> Self {
+        // One token count cache for every layer and worker.
+        let counter = Arc::new(Counter::new(config.tokens.fallback_encoding));
+        Shared {
+            load_shed: LoadShedLayer::new(settings.max_concurrency, lifecycle.clone()),
+            lifecycle,
+            cache: CacheLayer::new(&config.cache, rewrite_settings(config)),
+            session: SessionLayer::new(&config.sessions),
+            prune: PruneLayer::new(&config.prune, counter.clone()),
+            compress: CompressLayer::new(&config.compress, counter.clone()),
+            auth: AuthLayer::new(&config.auth.client_keys),
+            rate_limit: RateLimitLayer::new(&config.rate_limit, &config.cache, counter.clone()),
+            tokens: TokensLayer::new(counter.clone()),
+            health: Arc::new(crate::upstream::route::health_of(config)),
+            retry: Arc::new(RetrySettings::new(&config.retry)),
+            reporter: Reporter::new(config),
+            counter,
+        }
+    }
+
+    /// The shared parts for a reloaded config `new`, keeping from `old`
+    /// (built from `was`) the state a change elsewhere leaves alone: the
+    /// cache and its in-flight requests, rate limit and session state,
+    /// upstream health, the retry budget, the load limit, counted tokens.
+    pub fn reload(old: &Shared, was: &Config, new: &Config, settings: &Settings) -> Shared {
+        let counter = if was.tokens == new.tokens {
+            old.counter.clone()
+        } else {
+            Arc::new(Counter::new(new.tokens.fallback_encoding))
+        };
+        let keep_cache = was.cache == new.cache && rewrite_settings(was) == rewrite_settings(new);
+        Shared {
+            load_shed: if was.server.max_concurrency == new.server.max_concurrency {
+                old.load_shed.clone()
+            } else {
+                LoadShedLayer::new(settings.max_concurrency, old.lifecycle.clone())
+            },
+            lifecycle: old.lifecycle.clone(),
+            cache: if keep_cache {
+                old.cache.clone()
+            } else {
+                CacheLayer::new(&new.cache, rewrite_settings(new))
+            },
+            session: if was.sessions == new.sessions {
+                old.session.clone()
+            } else {
+                SessionLayer::new(&new.sessions)
+            },
+            prune: PruneLayer::new(&new.prune, counter.clone()),
+            compress: CompressLayer::new(&new.compress, counter.clone()),
+            auth: AuthLayer::new(&new.auth.client_keys),
+            rate_limit: if was.rate_limit == new.rate_limit && was.cache == new.cache {
+                old.rate_limit.clone()
+            } else {
+                RateLimitLayer::new(&new.rate_limit, &new.cache, counter.clone())
+            },
+            tokens: TokensLayer::new(counter.clone()),
+            health: if same_upstreams(was, new) {
+                old.health.clone()
+            } else {
+                Arc::new(crate::upstream::route::health_of(new))
+            },
+            retry: if was.retry == new.retry {
+                old.retry.clone()
+            } else {
+                Arc::new(RetrySettings::new(&new.retry))
+            },
+            reporter: Reporter::new(new),
+            counter,
+        }
+    }
+}
+
+/// Whether the upstreams (and their breakers) are configured alike, so
+/// their clients, pools and health can stay.
+pub fn same_upstreams(was: &Config, new: &Config) -> bool {
+    was.upstreams == new.upstreams && was.breaker == new.breaker
+}
+
+/// The settings of the request-rewriting layers below the cache, as part of
+/// every cache key: a change of them never serves an answer made under
+/// other ones. Destructured whole: a new field of these sections does not
+/// compile until it is placed here (or left out on purpose, by name).
+pub(crate) fn rewrite_settings(config: &Config) -> String {
+    let crate::config::PruneConfig {
+        enabled,
+        max_messages,
+        max_context_tokens,
+        keep_file_content_turns,
+    } = &config.prune;
+    let crate::config::CompressConfig {
+        level,
+        max_prompt_tokens,
+        head_ratio,
+    } = &config.compress;
+    let crate::config::TokensConfig { fallback_encoding } = &config.tokens;
+    format!(
+        "prune={:?};compress={:?};tokens={};",
+        (
+            enabled,
+            max_messages,
+            max_context_tokens,
+            keep_file_content_turns
+        ),
+        (level, max_prompt_tokens, head_ratio),
+        fallback_encoding
+    )
+}
