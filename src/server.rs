@@ -30,7 +30,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
 use crate::lifecycle::{Lifecycle, Phase};
-use crate::stack::{self, Settings, Shared};
+use crate::shared::{self, Settings, Shared};
+use crate::stack;
 use crate::upstream::{Upstreams, pool, route::BuildError};
 
 /// Pending connections the kernel queues per listening socket. Bursts of
@@ -196,7 +197,7 @@ impl Running {
             .collect();
         let settings = Settings::from(&config);
         let shared = Shared::reload(&current.shared, was, &config, &settings);
-        let upstreams = if stack::same_upstreams(was, &config) {
+        let upstreams = if shared::same_upstreams(was, &config) {
             None
         } else {
             Some(worker_upstreams(&config, self.workers, &shared)?)

@@ -3,7 +3,7 @@
 //! [`Shared::new`] builds each layer's state from the config once per
 //! process; [`Shared::reload`] builds it for a new config, keeping the
 //! state of every part whose settings did not change. The pipeline itself
-//! is assembled in [`crate::stack`].
+//! is assembled in `src/stack.rs`.
 
 use std::sync::Arc;
 

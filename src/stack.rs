@@ -19,7 +19,7 @@ use crate::edge::metrics::MetricsLayer;
 use crate::edge::request_id::RequestIdLayer;
 use crate::edge::timeout::TimeoutLayer;
 use crate::ingress::IngressLayer;
-pub use crate::shared::{Settings, Shared, same_upstreams};
+use crate::shared::{Settings, Shared};
 use crate::upstream::{UpstreamService, Upstreams};
 
 /// Builds the whole request pipeline (one per worker thread; `upstreams`

@@ -7,7 +7,7 @@
 //! its only input, so a later request for any mix of old and new texts pays
 //! only for the new ones.
 
-use crate::upstream::usage::Reported;
+use crate::report::usage::Reported;
 use std::sync::Arc;
 
 use super::CacheOutcome;

@@ -28,7 +28,7 @@ pub struct LiveStream {
     /// The leader's prompt tokens, for the followers' token headers.
     prompt: std::sync::OnceLock<PromptTokens>,
     /// Where the leader's usage lands, for the followers' savings.
-    usage: std::sync::OnceLock<crate::upstream::usage::UsageSlot>,
+    usage: std::sync::OnceLock<crate::report::usage::UsageSlot>,
 }
 
 impl LiveStream {
@@ -51,11 +51,11 @@ impl LiveStream {
     }
 
     /// Sets where the leader's usage lands (once).
-    pub fn set_usage(&self, slot: crate::upstream::usage::UsageSlot) {
+    pub fn set_usage(&self, slot: crate::report::usage::UsageSlot) {
         let _ = self.usage.set(slot);
     }
 
-    pub fn usage(&self) -> Option<crate::upstream::usage::UsageSlot> {
+    pub fn usage(&self) -> Option<crate::report::usage::UsageSlot> {
         self.usage.get().cloned()
     }
 

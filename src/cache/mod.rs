@@ -54,7 +54,7 @@ use crate::context::Identity;
 use crate::error::Error;
 use crate::observe::{CACHE_LOOKUPS_TOTAL, CACHE_REQUESTS_TOTAL, CACHE_TOKENS_SAVED_TOTAL};
 use crate::openai::{ApiRequest, Endpoint};
-use crate::upstream::usage::UsageSlot;
+use crate::report::usage::UsageSlot;
 use coalesce::{FlightGuard, InFlight, Role};
 use directives::Directives;
 use key::{CacheKey, Scope};

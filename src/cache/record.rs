@@ -18,7 +18,7 @@ use super::replay::{Wanted, assemble};
 use super::store::{Entry, RecordedStream};
 use crate::body::{self, Body};
 use crate::tokens::PromptTokens;
-use crate::upstream::usage::{Usage, UsageSlot};
+use crate::report::usage::{Usage, UsageSlot};
 
 pub(super) struct Recording {
     pub(super) cache: Arc<Cache>,

@@ -11,7 +11,7 @@ use moka::sync::Cache;
 use super::key::CacheKey;
 use crate::observe::{CACHE_ENTRIES, CACHE_EVICTIONS_TOTAL, CACHE_STORED_BYTES};
 use crate::tokens::PromptTokens;
-use crate::upstream::usage::Reported;
+use crate::report::usage::Reported;
 
 /// One stored answer.
 #[derive(Debug)]

@@ -17,6 +17,7 @@
 //! where the bad value came from, the key path and what is wrong.
 
 mod de;
+mod encoding;
 mod error;
 mod load;
 mod secret;
@@ -31,6 +32,7 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 
+pub use encoding::Encoding;
 pub use error::ConfigError;
 pub(crate) use load::DEFAULT_PATH;
 pub use secret::{Secret, mask_url};
@@ -443,7 +445,7 @@ impl Default for CompressConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct TokensConfig {
     /// Encoding for models OpenAI does not make (`"o200k_base"` or `"cl100k_base"`).
-    pub fallback_encoding: crate::tokens::Encoding,
+    pub fallback_encoding: Encoding,
 }
 
 /// `[rate_limit]`: per client limits; none when unset.

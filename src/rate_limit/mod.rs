@@ -37,7 +37,7 @@ use crate::error::Error;
 use crate::openai::ApiRequest;
 use crate::tokens::Counter;
 use crate::tokens::layer::Original;
-use crate::upstream::usage::UsageSlot;
+use crate::report::usage::UsageSlot;
 
 pub use local::Local;
 pub use shared::Shared;

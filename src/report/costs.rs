@@ -9,7 +9,7 @@ use std::sync::{LazyLock, Mutex, RwLock};
 use metrics::SharedString;
 
 use crate::config::Price;
-use crate::upstream::usage::Reported;
+use crate::report::usage::Reported;
 
 pub const COST_SPENT_TOTAL: &str = "sluice_cost_spent_total";
 pub const COST_SAVED_TOTAL: &str = "sluice_cost_saved_total";

@@ -23,6 +23,7 @@
 
 pub mod costs;
 pub mod labels;
+pub mod usage;
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex, RwLock};
@@ -31,7 +32,7 @@ use std::time::Duration;
 use metrics::{Counter, SharedString};
 
 use crate::config::{Config, Price};
-use crate::upstream::usage::{Reported, UsageSlot};
+use crate::report::usage::{Reported, UsageSlot};
 
 pub const USAGE_TOKENS_TOTAL: &str = "sluice_usage_tokens_total";
 pub const SAVED_TOKENS_TOTAL: &str = "sluice_saved_tokens_total";

@@ -26,7 +26,7 @@ pub mod pool;
 pub mod relay;
 pub mod retry;
 pub mod route;
-pub mod usage;
+use crate::report::usage;
 
 use std::future::Future;
 use std::pin::Pin;
