@@ -29,8 +29,13 @@
 
 mod breaker;
 mod codec;
+mod connection;
 #[cfg(test)]
 mod tests;
+mod writes;
+
+use connection::{supervise, write_timeout};
+use writes::write_loop;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -39,11 +44,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
-use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{
-    AsyncConnectionConfig, Cmd, FromRedisValue, RedisResult, Script, ScriptInvocation, ToRedisArgs,
-};
+use redis::{FromRedisValue, Script, ScriptInvocation, ToRedisArgs};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -139,27 +142,6 @@ struct Write {
 enum Conn {
     Single(MultiplexedConnection),
     Cluster(ClusterConnection),
-}
-
-impl Conn {
-    async fn query<T: FromRedisValue>(&mut self, cmd: &Cmd) -> RedisResult<T> {
-        match self {
-            Conn::Single(conn) => cmd.query_async(conn).await,
-            Conn::Cluster(conn) => cmd.query_async(conn).await,
-        }
-    }
-
-    /// Runs a script by its digest, loading it first when Redis does not
-    /// know it yet.
-    async fn invoke<T: FromRedisValue>(
-        &mut self,
-        invocation: &ScriptInvocation<'_>,
-    ) -> RedisResult<T> {
-        match self {
-            Conn::Single(conn) => invocation.invoke_async(conn).await,
-            Conn::Cluster(conn) => invocation.invoke_async(conn).await,
-        }
-    }
 }
 
 /// Where to connect, parsed from `redis_url` at start.
@@ -446,205 +428,4 @@ impl Shared {
 
 fn count_error(op: &'static str, kind: &'static str) {
     metrics::counter!("sluice_redis_errors_total", "op" => op, "kind" => kind).increment(1);
-}
-
-/// Writes are off the request path and may carry large answers, so a batch
-/// gets more time than a lookup.
-fn write_timeout(timeout: Duration) -> Duration {
-    timeout.saturating_mul(4)
-}
-
-/// Connecting happens in the background; a cold TCP (and AUTH) handshake to a
-/// remote Redis may take longer than a lookup is allowed to.
-fn connect_timeout(timeout: Duration) -> Duration {
-    timeout.max(Duration::from_secs(1))
-}
-
-impl Target {
-    fn parse(url: &str, response_timeout: Duration) -> Result<Target, RedisTierError> {
-        let url = url.trim();
-        let invalid = |why: String| RedisTierError::InvalidUrl(why);
-        let nodes: Vec<String> = if let Some(rest) = url.strip_prefix("redis+cluster://") {
-            let rest = rest.trim_end_matches('/');
-            let mut hosts = rest.split(',').map(str::trim);
-            let first = hosts.next().unwrap_or_default();
-            // Credentials written once, on the first node, apply to all.
-            let (auth, first) = match first.rsplit_once('@') {
-                Some((auth, host)) => (format!("{auth}@"), host),
-                None => (String::new(), first),
-            };
-            std::iter::once(first)
-                .chain(hosts)
-                .map(|host| format!("redis://{auth}{host}"))
-                .collect()
-        } else if url.contains(',') {
-            url.split(',').map(|node| node.trim().to_owned()).collect()
-        } else {
-            let client = redis::Client::open(url).map_err(|e| invalid(e.to_string()))?;
-            return Ok(Target::Single(client));
-        };
-        if nodes
-            .iter()
-            .any(|node| node.is_empty() || node.ends_with("://") || node.ends_with('@'))
-        {
-            return Err(invalid(format!("empty cluster node in {url:?}")));
-        }
-        let client = ClusterClientBuilder::new(nodes)
-            .connection_timeout(connect_timeout(response_timeout))
-            .response_timeout(response_timeout)
-            .build()
-            .map_err(|e| invalid(e.to_string()))?;
-        Ok(Target::Cluster(client))
-    }
-
-    async fn connect(&self, timeout: Duration) -> Result<Conn, RedisTierError> {
-        let connect_timeout = connect_timeout(timeout);
-        let connecting = async {
-            match self {
-                Target::Single(client) => {
-                    let config = AsyncConnectionConfig::new()
-                        .set_connection_timeout(Some(connect_timeout))
-                        .set_response_timeout(Some(write_timeout(timeout)));
-                    client
-                        .get_multiplexed_async_connection_with_config(&config)
-                        .await
-                        .map(Conn::Single)
-                }
-                Target::Cluster(client) => client.get_async_connection().await.map(Conn::Cluster),
-            }
-        };
-        match tokio::time::timeout(connect_timeout, connecting).await {
-            Ok(conn) => Ok(conn?),
-            Err(_elapsed) => Err(RedisTierError::Timeout),
-        }
-    }
-}
-
-/// Keeps the breaker honest: connects, and after the breaker opens waits a
-/// cool-down (doubling while Redis stays down) and probes with PING.
-async fn supervise(shared: Arc<Shared>, target: Target) {
-    let config = shared.breaker.config().clone();
-    let mut cooldown = config.open_min;
-    let mut reported_down = false;
-    loop {
-        shared.breaker.half_open();
-        match probe(&shared, &target).await {
-            Ok(()) => {
-                shared.breaker.close();
-                // Sleep until a request, write or probe trips the breaker
-                // (which warns itself, so failed probes after it log at debug).
-                while shared.breaker.allows() {
-                    shared.breaker.opened.notified().await;
-                }
-                reported_down = true;
-                tokio::time::sleep(config.open_min).await;
-                cooldown = config.open_min.saturating_mul(2).min(config.open_max);
-            }
-            Err(error) => {
-                shared.breaker.reopen();
-                let kind = match error {
-                    RedisTierError::Timeout => "timeout",
-                    _ => "error",
-                };
-                count_error("probe", kind);
-                if reported_down {
-                    tracing::debug!(%error, retry_in = ?cooldown, "redis probe failed");
-                } else {
-                    tracing::warn!(%error, retry_in = ?cooldown, "redis unreachable, retrying in the background");
-                    reported_down = true;
-                }
-                tokio::time::sleep(cooldown).await;
-                cooldown = cooldown.saturating_mul(2).min(config.open_max);
-            }
-        }
-    }
-}
-
-/// PINGs the current connection; when that fails, replaces the connection
-/// (a dead or stuck one is never reused) and PINGs the new one.
-async fn probe(shared: &Shared, target: &Target) -> Result<(), RedisTierError> {
-    let timeout = shared.options.timeout;
-    if let Some(conn) = shared.connection() {
-        if ping(conn, timeout).await.is_ok() {
-            return Ok(());
-        }
-        shared.set_connection(None);
-    }
-    let conn = target.connect(timeout).await?;
-    ping(conn.clone(), timeout).await?;
-    shared.set_connection(Some(conn));
-    Ok(())
-}
-
-async fn ping(mut conn: Conn, timeout: Duration) -> Result<(), RedisTierError> {
-    match tokio::time::timeout(timeout, conn.query::<()>(&redis::cmd("PING"))).await {
-        Ok(answer) => Ok(answer?),
-        Err(_elapsed) => Err(RedisTierError::Timeout),
-    }
-}
-
-/// Drains the write queue: each batch is encoded, then sent as concurrent SETs
-/// over the multiplexed connection under one timeout.
-async fn write_loop(shared: Arc<Shared>, mut queue: mpsc::Receiver<Write>) {
-    let mut batch = Vec::with_capacity(MAX_WRITE_BATCH);
-    while queue.recv_many(&mut batch, MAX_WRITE_BATCH).await > 0 {
-        let count = batch.len();
-        let conn = if shared.breaker.allows() {
-            shared.connection()
-        } else {
-            None
-        };
-        match conn {
-            None => {
-                tracing::debug!(count, "redis unavailable, queued writes dropped");
-                shared.dropped(count, DropReason::BreakerOpen);
-                batch.clear();
-            }
-            Some(conn) => write_batch(&shared, conn, &mut batch).await,
-        }
-        shared.done(count);
-    }
-}
-
-async fn write_batch(shared: &Shared, conn: Conn, batch: &mut Vec<Write>) {
-    let commands: Vec<Cmd> = batch
-        .drain(..)
-        .map(|write| {
-            let mut cmd = redis::cmd("SET");
-            cmd.arg(shared.full_key(&write.key))
-                .arg(codec::encode(&write.value))
-                .arg("EX")
-                .arg(write.ttl_secs);
-            cmd
-        })
-        .collect();
-    let sets = commands.iter().map(|cmd| {
-        let mut conn = conn.clone();
-        async move { conn.query::<()>(cmd).await }
-    });
-    let timeout = write_timeout(shared.options.timeout);
-    match tokio::time::timeout(timeout, futures_util::future::join_all(sets)).await {
-        Ok(results) => {
-            for result in results {
-                match result {
-                    Ok(()) => {
-                        shared.breaker.record(true);
-                        shared.writes.fetch_add(1, Ordering::Relaxed);
-                        metrics::counter!("sluice_redis_writes_total").increment(1);
-                    }
-                    Err(error) => {
-                        shared.breaker.record(false);
-                        count_error("set", "error");
-                        tracing::debug!(%error, "redis set failed");
-                    }
-                }
-            }
-        }
-        Err(_elapsed) => {
-            // One slow round trip is one failure, however many writes it held.
-            shared.breaker.record(false);
-            count_error("set", "timeout");
-            tracing::debug!(count = commands.len(), "redis set batch timed out");
-        }
-    }
 }
