@@ -86,54 +86,6 @@ struct Generation {
     upstreams: Option<Vec<Arc<Upstreams>>>,
 }
 
-/// Settings a reload cannot change while sluice runs.
-const RESTART_KEYS: &[&str] = &[
-    "server.listen",
-    "server.workers",
-    "server.header_read_timeout",
-    "server.max_headers",
-    "server.max_header_size",
-    "log.level",
-    "log.format",
-];
-
-fn restart_key_changed(key: &str, was: &Config, new: &Config) -> bool {
-    let (a, b) = (&was.server, &new.server);
-    match key {
-        "server.listen" => a.listen != b.listen,
-        "server.workers" => a.workers != b.workers,
-        "server.header_read_timeout" => a.header_read_timeout != b.header_read_timeout,
-        "server.max_headers" => a.max_headers != b.max_headers,
-        "server.max_header_size" => a.max_header_size != b.max_header_size,
-        "log.level" => was.log.level != new.log.level,
-        "log.format" => was.log.format != new.log.format,
-        _ => false,
-    }
-}
-
-/// The sections of `new` that differ from `was`.
-fn changed_sections(was: &Config, new: &Config) -> Vec<&'static str> {
-    let checks = [
-        ("server", was.server != new.server),
-        ("upstreams", was.upstreams != new.upstreams),
-        ("retry", was.retry != new.retry),
-        ("breaker", was.breaker != new.breaker),
-        ("cache", was.cache != new.cache),
-        ("prune", was.prune != new.prune),
-        ("compress", was.compress != new.compress),
-        ("tokens", was.tokens != new.tokens),
-        ("rate_limit", was.rate_limit != new.rate_limit),
-        ("sessions", was.sessions != new.sessions),
-        ("auth", was.auth != new.auth),
-        ("usage", was.usage != new.usage),
-        ("log", was.log != new.log),
-    ];
-    checks
-        .into_iter()
-        .filter_map(|(name, changed)| changed.then_some(name))
-        .collect()
-}
-
 /// What a reload changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reloaded {
@@ -186,15 +138,11 @@ impl Running {
     pub fn reload(&self, config: Config) -> Result<Reloaded, BuildError> {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         let was = &current.config;
-        let sections = changed_sections(was, &config);
+        let sections = shared::changed_sections(was, &config);
         if sections.is_empty() {
             return Ok(Reloaded::default());
         }
-        let need_restart = RESTART_KEYS
-            .iter()
-            .copied()
-            .filter(|key| restart_key_changed(key, was, &config))
-            .collect();
+        let need_restart = shared::need_restart(was, &config);
         let settings = Settings::from(&config);
         let shared = Shared::reload(&current.shared, was, &config, &settings);
         let upstreams = if shared::same_upstreams(was, &config) {

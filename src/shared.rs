@@ -174,3 +174,111 @@ pub(crate) fn rewrite_settings(config: &Config) -> String {
         fallback_encoding
     )
 }
+
+/// The sections of `new` that differ from `was`. Destructured whole: a new
+/// section does not compile until it is listed.
+pub fn changed_sections(was: &Config, new: &Config) -> Vec<&'static str> {
+    let Config {
+        server,
+        upstreams,
+        retry,
+        breaker,
+        cache,
+        prune,
+        compress,
+        tokens,
+        rate_limit,
+        sessions,
+        auth,
+        usage,
+        log,
+    } = was;
+    let checks = [
+        ("server", *server != new.server),
+        ("upstreams", *upstreams != new.upstreams),
+        ("retry", *retry != new.retry),
+        ("breaker", *breaker != new.breaker),
+        ("cache", *cache != new.cache),
+        ("prune", *prune != new.prune),
+        ("compress", *compress != new.compress),
+        ("tokens", *tokens != new.tokens),
+        ("rate_limit", *rate_limit != new.rate_limit),
+        ("sessions", *sessions != new.sessions),
+        ("auth", *auth != new.auth),
+        ("usage", *usage != new.usage),
+        ("log", *log != new.log),
+    ];
+    checks
+        .into_iter()
+        .filter_map(|(name, changed)| changed.then_some(name))
+        .collect()
+}
+
+/// The keys that changed from `was` to `new` but take effect only after a
+/// restart (the listener, the worker threads, the connection limits, the
+/// logger). Every key of `[server]` and `[log]` is named here: a new one
+/// does not compile until it is placed on one side or the other.
+pub fn need_restart(was: &Config, new: &Config) -> Vec<&'static str> {
+    let crate::config::ServerConfig {
+        listen,
+        workers,
+        header_read_timeout,
+        max_headers,
+        max_header_size,
+        // Read per request, by the pipeline a reload rebuilds, or by the
+        // config watcher after each reload.
+        max_body_size: _,
+        request_timeout: _,
+        shutdown_grace: _,
+        max_concurrency: _,
+        body_read_timeout: _,
+        max_uri_length: _,
+        max_json_depth: _,
+        config_poll_interval: _,
+    } = &was.server;
+    let crate::config::LogConfig {
+        level,
+        format,
+        // Read per request.
+        access: _,
+    } = &was.log;
+    let (b, l) = (&new.server, &new.log);
+    [
+        ("server.listen", *listen != b.listen),
+        ("server.workers", *workers != b.workers),
+        (
+            "server.header_read_timeout",
+            *header_read_timeout != b.header_read_timeout,
+        ),
+        ("server.max_headers", *max_headers != b.max_headers),
+        (
+            "server.max_header_size",
+            *max_header_size != b.max_header_size,
+        ),
+        ("log.level", *level != l.level),
+        ("log.format", *format != l.format),
+    ]
+    .into_iter()
+    .filter_map(|(key, changed)| changed.then_some(key))
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_keys_and_changed_sections() {
+        let was = Config::default();
+        let mut new = was.clone();
+        assert!(changed_sections(&was, &new).is_empty());
+        assert!(need_restart(&was, &new).is_empty());
+        new.server.max_concurrency += 1;
+        new.log.access = !new.log.access;
+        assert_eq!(changed_sections(&was, &new), ["server", "log"]);
+        assert!(need_restart(&was, &new).is_empty(), "both apply at once");
+        new.server.workers = 3;
+        new.log.level = "debug".into();
+        assert_eq!(need_restart(&was, &new), ["server.workers", "log.level"]);
+    }
+}
