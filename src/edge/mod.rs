@@ -12,6 +12,28 @@
 //!   gets 503 at once instead of queueing.
 //! - [`body_limit`]: bodies over `max_body_size` get 413.
 //! - [`timeout`]: no answer head within `request_timeout` gives 504.
+//!
+//! # Why not tower-http's layers
+//!
+//! tower-http has a layer for most of these; sluice keeps its own where
+//! tower-http's would break a rule of the answer, and would take one where
+//! it fits (none does today, so the crate is not a dependency):
+//!
+//! - request id: `SetRequestId` + `PropagateRequestId` are two layers that
+//!   copy the id; sluice's one also refuses ids over 128 bytes and opens the
+//!   request's span in the same call, so every log line below names it.
+//! - timeout: tower-http's `TimeoutLayer` answers 408 with an empty body; a
+//!   client of an OpenAI API expects 504 with the error JSON its SDK raises,
+//!   and only the answer's head is timed (a stream may run on).
+//! - catch panic: `CatchPanicLayer` builds the answer itself; sluice's turns
+//!   a panic into an [`EdgeError::Panic`] so that [`answer`] stays the one
+//!   place errors become answers.
+//! - body limit: `RequestBodyLimitLayer` answers 413 in plain text and
+//!   changes the body type for every layer below; sluice's checks the
+//!   declared length first and keeps `crate::body::Body` throughout.
+//! - tracing: `TraceLayer` times until the answer's head; the metrics layer
+//!   times streams to their last byte and writes the access line with what
+//!   the layers below noted.
 
 pub mod answer;
 pub mod body_limit;

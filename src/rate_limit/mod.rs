@@ -35,9 +35,9 @@ use crate::config::{CacheConfig, RateLimitConfig};
 use crate::context::Identity;
 use crate::error::Error;
 use crate::openai::ApiRequest;
+use crate::report::usage::UsageSlot;
 use crate::tokens::Counter;
 use crate::tokens::layer::Original;
-use crate::report::usage::UsageSlot;
 
 pub use local::Local;
 pub use shared::Shared;
@@ -47,27 +47,39 @@ pub const REDIS_FALLBACKS_TOTAL: &str = "sluice_rate_limit_redis_fallbacks_total
 
 pub use crate::error::{Denied, Kind, RateLimitError, Verdict, Window};
 
-struct Limits {
+/// The limits of one config: this process's limiter and, with Redis, the
+/// shared one.
+pub struct Limits {
     tokens_per_minute: Option<u64>,
     local: Local,
     shared: Option<Shared>,
     counter: Arc<Counter>,
 }
 
+/// The rate limit layer: limits configured, or off (a request then costs
+/// one branch).
 #[derive(Clone, Default)]
-pub struct RateLimitLayer {
-    limits: Option<Arc<Limits>>,
+pub enum RateLimitLayer {
+    Enabled(Arc<Limits>),
+    #[default]
+    Disabled,
+}
+
+impl std::fmt::Debug for Limits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limits")
+            .field("local", &self.local)
+            .field("shared", &self.shared.is_some())
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for RateLimitLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RateLimitLayer")
-            .field("local", &self.limits.as_ref().map(|l| &l.local))
-            .field(
-                "shared",
-                &self.limits.as_ref().is_some_and(|l| l.shared.is_some()),
-            )
-            .finish()
+        match self {
+            RateLimitLayer::Enabled(limits) => f.debug_tuple("Enabled").field(limits).finish(),
+            RateLimitLayer::Disabled => f.write_str("Disabled"),
+        }
     }
 }
 
@@ -80,7 +92,7 @@ impl RateLimitLayer {
         counter: Arc<Counter>,
     ) -> RateLimitLayer {
         if !config.enabled() {
-            return RateLimitLayer::default();
+            return RateLimitLayer::Disabled;
         }
         let shared = config.shared_redis(cache).and_then(|url| {
             Shared::start(
@@ -94,14 +106,12 @@ impl RateLimitLayer {
             })
             .ok()
         });
-        RateLimitLayer {
-            limits: Some(Arc::new(Limits {
-                tokens_per_minute: config.tokens_per_minute,
-                local: Local::new(config.requests_per_minute, config.tokens_per_minute),
-                shared,
-                counter,
-            })),
-        }
+        RateLimitLayer::Enabled(Arc::new(Limits {
+            tokens_per_minute: config.tokens_per_minute,
+            local: Local::new(config.requests_per_minute, config.tokens_per_minute),
+            shared,
+            counter,
+        }))
     }
 }
 
@@ -110,7 +120,10 @@ impl<S> Layer<S> for RateLimitLayer {
     fn layer(&self, inner: S) -> RateLimit<S> {
         RateLimit {
             inner,
-            limits: self.limits.clone(),
+            limits: match self {
+                RateLimitLayer::Enabled(limits) => Some(limits.clone()),
+                RateLimitLayer::Disabled => None,
+            },
         }
     }
 }
