@@ -22,9 +22,10 @@
 //! - request id: `SetRequestId` + `PropagateRequestId` are two layers that
 //!   copy the id; sluice's one also refuses ids over 128 bytes and opens the
 //!   request's span in the same call, so every log line below names it.
-//! - timeout: tower-http's `TimeoutLayer` answers 408 with an empty body; a
-//!   client of an OpenAI API expects 504 with the error JSON its SDK raises,
-//!   and only the answer's head is timed (a stream may run on).
+//! - timeout: tower-http's `TimeoutLayer` answers with an empty body (408,
+//!   or the status given to `with_status_code`); a client of an OpenAI API
+//!   expects 504 with the error JSON its SDK raises, and only the answer's
+//!   head is timed (a stream may run on).
 //! - catch panic: `CatchPanicLayer` builds the answer itself; sluice's turns
 //!   a panic into an [`EdgeError::Panic`] so that [`answer`] stays the one
 //!   place errors become answers.
