@@ -11,11 +11,11 @@
 //! extensions: the key's name, or a digest of the passed-through credential.
 //! The cache scope, the rate limits and the sessions are kept per identity.
 
-use std::sync::Arc;
-use std::task::{Context, Poll};
+mod service;
 
-use http::{Request, Response, header};
-use tower::{Layer, Service};
+pub use service::*;
+
+use http::header;
 
 pub use crate::context::{ANONYMOUS, CREDENTIAL_HEADERS, Identity};
 
@@ -46,83 +46,6 @@ impl Keys {
     }
 }
 
-#[derive(Debug, Clone, Default)]
-pub struct AuthLayer {
-    /// `None`: credentials pass through.
-    keys: Option<Arc<Keys>>,
-}
-
-impl AuthLayer {
-    /// Checks clients against `keys` (from `[auth]`); with none, passes
-    /// their credentials through.
-    pub fn new(keys: &[ClientKey]) -> AuthLayer {
-        if keys.is_empty() {
-            return AuthLayer { keys: None };
-        }
-        let entries = keys
-            .iter()
-            .map(|k| {
-                (
-                    blake3::hash(k.key.expose().as_bytes()),
-                    Identity::named(&k.name),
-                )
-            })
-            .collect();
-        AuthLayer {
-            keys: Some(Arc::new(Keys { entries })),
-        }
-    }
-}
-
-impl<S> Layer<S> for AuthLayer {
-    type Service = Auth<S>;
-    fn layer(&self, inner: S) -> Auth<S> {
-        Auth {
-            inner,
-            keys: self.keys.clone(),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Auth<S> {
-    inner: S,
-    keys: Option<Arc<Keys>>,
-}
-
-impl<S> Service<Request<Body>> for Auth<S>
-where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Error>,
-{
-    type Response = Response<Body>;
-    type Error = Error;
-    type Future =
-        futures_util::future::Either<S::Future, std::future::Ready<Result<Response<Body>, Error>>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
-        let identity = match &self.keys {
-            None => Identity::of_credentials(req.headers()),
-            Some(keys) => match authenticate(keys, req.headers_mut()) {
-                Ok(identity) => identity,
-                Err(error) => {
-                    return futures_util::future::Either::Right(std::future::ready(Err(
-                        error.into()
-                    )));
-                }
-            },
-        };
-        if let Some(tally) = req.extensions().get::<crate::report::Tally>() {
-            tally.set_client(identity.name());
-        }
-        req.extensions_mut().insert(identity);
-        futures_util::future::Either::Left(self.inner.call(req))
-    }
-}
-
 /// The identity of the client key in `headers`, whose credential headers are
 /// then removed so they never reach an upstream.
 fn authenticate(keys: &Keys, headers: &mut http::HeaderMap) -> Result<Identity, AuthError> {
@@ -148,6 +71,8 @@ fn bearer(headers: &http::HeaderMap) -> Option<&[u8]> {
 mod tests {
     use super::*;
     use crate::config::{Secret, parse_client_keys};
+    use http::{Request, Response};
+    use tower::Layer;
     use tower::ServiceExt;
 
     fn layer(value: &str) -> AuthLayer {

@@ -17,8 +17,8 @@ use super::live::Publisher;
 use super::replay::{Wanted, assemble};
 use super::store::{Entry, RecordedStream};
 use crate::body::{self, Body};
-use crate::tokens::PromptTokens;
 use crate::report::usage::{Usage, UsageSlot};
+use crate::tokens::PromptTokens;
 
 pub(super) struct Recording {
     pub(super) cache: Arc<Cache>,

@@ -10,8 +10,8 @@ use moka::sync::Cache;
 
 use super::key::CacheKey;
 use crate::observe::{CACHE_ENTRIES, CACHE_EVICTIONS_TOTAL, CACHE_STORED_BYTES};
-use crate::tokens::PromptTokens;
 use crate::report::usage::Reported;
+use crate::tokens::PromptTokens;
 
 /// One stored answer.
 #[derive(Debug)]

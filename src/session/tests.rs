@@ -4,7 +4,10 @@
 
 #![expect(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use http::{Request, Response};
+use tower::{Layer, Service};
 
 use http_body_util::BodyExt;
 use tokio::task::JoinHandle;
