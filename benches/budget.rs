@@ -4,7 +4,7 @@
 //! `cargo bench --bench budget`. The counts are cold: each iteration uses a
 //! fresh token count cache, as for a conversation sluice has not seen.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark harness")]
+#![expect(clippy::unwrap_used, reason = "benchmark harness")]
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -8,9 +8,8 @@
 //! Then what `safe` and `aggressive` compression save, and whether the
 //! short chats passed untouched.
 
-#![allow(
+#![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
     clippy::print_stdout,
     reason = "a report printed by a benchmark harness"
 )]

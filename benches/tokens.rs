@@ -26,9 +26,8 @@
 //!
 //! (The exactness pass runs for every input even when criterion filters.)
 
-#![allow(
+#![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
     clippy::print_stdout,
     reason = "benchmark harness"
 )]

@@ -446,6 +446,7 @@ mod tests {
             rx.recv().await.map(|frame| (frame, rx))
         });
         let stalled = body::boxed(http_body_util::StreamBody::new(frames));
+        #[expect(clippy::disallowed_methods, reason = "a test task, awaited below")]
         let sender = tokio::spawn(async move {
             for piece in ["{\"model\"", ":\"m\"}"] {
                 let frame = http_body::Frame::data(Bytes::from_static(piece.as_bytes()));

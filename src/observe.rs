@@ -71,6 +71,10 @@ fn install() -> Option<PrometheusHandle> {
         .name("sluice-metrics-upkeep".into())
         .spawn(move || {
             loop {
+                #[expect(
+                    clippy::disallowed_methods,
+                    reason = "a dedicated std thread, not a runtime worker"
+                )]
                 std::thread::sleep(Duration::from_secs(5));
                 upkeep.run_upkeep();
             }

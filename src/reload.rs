@@ -133,6 +133,10 @@ fn hangups() -> tokio::sync::mpsc::Receiver<()> {
         use tokio::signal::unix::{SignalKind, signal};
         match signal(SignalKind::hangup()) {
             Ok(mut hangup) => {
+                #[expect(
+                    clippy::disallowed_methods,
+                    reason = "listens for SIGHUP; nothing is lost when it ends with the runtime"
+                )]
                 tokio::spawn(async move {
                     while hangup.recv().await.is_some() {
                         if tx.send(()).await.is_err() {

@@ -476,6 +476,7 @@ async fn accept_loop<S>(
                     });
                     let conn = builder.serve_connection(TokioIo::new(stream), hyper_service);
                     let conn = graceful.watch(conn.into_owned());
+                    #[expect(clippy::disallowed_methods, reason = "the connection is watched by `graceful`, which shutdown waits on")]
                     tokio::spawn(async move {
                         if let Err(error) = conn.await {
                             tracing::debug!(%error, "connection ended with an error");

@@ -5,6 +5,10 @@
 //! serves a normal chat completion.
 
 #![expect(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
+#![expect(
+    clippy::disallowed_methods,
+    reason = "test clients and servers, each awaited or dropped by its test"
+)]
 
 mod common;
 

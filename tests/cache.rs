@@ -1,6 +1,10 @@
 //! The response cache end to end: sluice in front of the mock upstream.
 
 #![expect(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
+#![expect(
+    clippy::disallowed_methods,
+    reason = "test clients and servers, each awaited or dropped by its test"
+)]
 
 mod common;
 

@@ -123,11 +123,7 @@ async fn redis_down_never_fails_or_holds_a_request() {
 
 #[tokio::test]
 async fn unreachable_redis_at_start_is_not_fatal() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::net::free_port();
     let h = Harness::start_with(MockOptions::default(), |c| {
         c.cache.redis_url = format!("redis://127.0.0.1:{port}");
     })
@@ -143,7 +139,7 @@ async fn redis_cluster_urls_work() {
     }
     let dir = tempfile::tempdir().unwrap();
     let nodes: Vec<RedisServer> = (0..3)
-        .map(|_| RedisServer::start_cluster_node(common::redis::free_port(), dir.path()))
+        .map(|_| RedisServer::start_cluster_node(common::net::free_port(), dir.path()))
         .collect();
     let addrs: Vec<String> = nodes
         .iter()

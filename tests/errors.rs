@@ -2,6 +2,10 @@
 //! the next request served normally.
 
 #![expect(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
+#![expect(
+    clippy::disallowed_methods,
+    reason = "test clients and servers, each awaited or dropped by its test"
+)]
 
 mod common;
 
@@ -139,11 +143,7 @@ async fn bodies_over_the_limit_get_413() {
 #[tokio::test]
 async fn unreachable_upstream_gets_502() {
     // A port that was free a moment ago: nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::net::free_port();
     let h = Harness::start_with(MockOptions::default(), |c| {
         c.upstreams[0].base_url = format!("http://127.0.0.1:{port}/v1");
     })

@@ -3,6 +3,10 @@
 //! bad config rejected and the running one kept.
 
 #![expect(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
+#![expect(
+    clippy::disallowed_methods,
+    reason = "test clients and servers, each awaited or dropped by its test"
+)]
 
 mod common;
 
@@ -73,6 +77,18 @@ async fn traffic(
     (seen, failures, streams)
 }
 
+/// Waits until `mock` has seen 120 requests more than `from`: each phase of
+/// the reload test lasts until the traffic has run a while under it.
+async fn phase(mock: &MockUpstream, from: usize) {
+    assert!(
+        common::eventually(Duration::from_secs(30), || async {
+            mock.request_count() >= from + 120
+        })
+        .await,
+        "the traffic stalled"
+    );
+}
+
 fn named(config: &mut Config, name: &str, base_url: &str) {
     config.upstreams[0].name = name.into();
     config.upstreams[0].base_url = base_url.into();
@@ -95,19 +111,19 @@ async fn reload_under_traffic_fails_no_request() {
     let workers: Vec<_> = (0..6)
         .map(|w| tokio::spawn(traffic(base.clone(), stop.clone(), w)))
         .collect();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    phase(&h.mock, 0).await;
     // To the second upstream, mid-traffic.
     let mut moved = config.clone();
     named(&mut moved, "second", &second.base_url());
     let done = h.sluice.reload(moved.clone()).unwrap();
     assert_eq!(done.sections, ["upstreams"]);
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    phase(&second, 0).await;
     // And a change that keeps the upstreams and their pools.
     let mut limited = moved.clone();
     limited.compress.level = sluice::config::CompressLevel::Aggressive;
     let done = h.sluice.reload(limited.clone()).unwrap();
     assert_eq!(done.sections, ["compress"]);
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    phase(&second, second.request_count()).await;
     stop.store(true, Ordering::Relaxed);
 
     let mut total = 0;
@@ -221,7 +237,7 @@ fn wait_for(lines: &std::sync::mpsc::Receiver<String>, needle: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_and_file_changes_reload_and_bad_configs_are_rejected() {
     let mock = MockUpstream::start(MockOptions::default()).await.unwrap();
-    let port = common::free_port();
+    let port = common::net::free_port();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sluice.toml");
     let url = mock.base_url();

@@ -15,6 +15,8 @@ use sluice::config::{ClientKey, Price, Secret};
 use sluice::mock::{MockOptions, MockUpstream};
 
 const KEY: &str = "sk-report-team";
+/// How long a background effect (a counter, a log line) may take to show.
+const WAIT: Duration = Duration::from_secs(5);
 
 fn chat_body(model: &str, content: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": content}]})
@@ -150,7 +152,13 @@ async fn counters_and_costs_after_a_scripted_mix() {
     let upstream_stream = h.last_upstream_request("/v1/chat/completions");
     let sent: Value = serde_json::from_slice(&upstream_stream.body).unwrap();
     assert_eq!(sent["stream_options"]["include_usage"], true);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Counted when the answer's last byte is gone.
+    common::eventually(WAIT, || async {
+        counter(&h, "sluice_usage_tokens_total", model, "kind", "prompt").await > prompt_now
+            && counter(&h, "sluice_usage_tokens_total", model, "kind", "completion").await
+                > completion_now
+    })
+    .await;
     let unasked_prompt =
         counter(&h, "sluice_usage_tokens_total", model, "kind", "prompt").await - prompt_now;
     let unasked_completion = counter(&h, "sluice_usage_tokens_total", model, "kind", "completion")
@@ -210,7 +218,13 @@ async fn counters_and_costs_after_a_scripted_mix() {
     usage_prompt += p3 + p4 + p5;
     usage_completion += c3 + c4 + c5;
     // Counted once the answers' last bytes are gone.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    common::eventually(WAIT, || async {
+        counter(&h, "sluice_usage_tokens_total", model, "kind", "prompt").await as u64
+            == usage_prompt
+            && counter(&h, "sluice_usage_tokens_total", model, "kind", "completion").await as u64
+                == usage_completion
+    })
+    .await;
     let prompt_total = counter(&h, "sluice_usage_tokens_total", model, "kind", "prompt").await;
     let completion_total =
         counter(&h, "sluice_usage_tokens_total", model, "kind", "completion").await;
@@ -253,7 +267,10 @@ async fn counters_and_costs_after_a_scripted_mix() {
     // A model without a price is counted, never priced.
     let unpriced = "unpriced-model-1";
     post(&h, &chat_body(unpriced, "hello"), &[]).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    common::eventually(WAIT, || async {
+        counter(&h, "sluice_usage_tokens_total", unpriced, "kind", "prompt").await > 0.0
+    })
+    .await;
     assert!(counter(&h, "sluice_usage_tokens_total", unpriced, "kind", "prompt").await > 0.0);
     assert_eq!(
         cost(&h, "sluice_cost_spent_total", unpriced, None).await,
@@ -317,7 +334,7 @@ async fn wait_ready(base: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_access_line_carries_each_request() {
     let mock = MockUpstream::start(MockOptions::default()).await.unwrap();
-    let port = common::free_port();
+    let port = common::net::free_port();
     let config = format!(
         r#"
 [server]
@@ -426,7 +443,7 @@ format = "json"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_access_line_can_be_turned_off() {
     let mock = MockUpstream::start(MockOptions::default()).await.unwrap();
-    let port = common::free_port();
+    let port = common::net::free_port();
     let config = format!(
         "[server]\nlisten = \"127.0.0.1:{port}\"\nworkers = 1\n[[upstreams]]\nname = \"m\"\nbase_url = \"{}\"\n[log]\nformat = \"json\"\naccess = false\n",
         mock.base_url()

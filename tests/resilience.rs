@@ -51,6 +51,15 @@ async fn flaky(h: &Harness, body: &Value, fault: &[(&str, &str)], times: u32) ->
     post(&h.url("/v1/chat/completions"), body, &headers).await
 }
 
+/// Waits until the first upstream's breaker has cooled down: `/readyz`
+/// shows it available again (a probe may go through).
+async fn cooled_down(sluice: &sluice::server::Running) -> bool {
+    common::eventually(Duration::from_secs(10), || async {
+        readyz(sluice).await["upstreams"][0]["available"] == true
+    })
+    .await
+}
+
 /// sluice's `/readyz` body; upstream health never makes sluice unready.
 async fn readyz(sluice: &Running) -> Value {
     let ready = http()
@@ -216,11 +225,7 @@ async fn a_dropped_connection_is_retried() {
 
 #[tokio::test]
 async fn connection_refused_gives_502_in_openai_shape() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::net::free_port();
     let mut config = config_for(&format!("http://127.0.0.1:{port}/v1"));
     quick(&mut config);
     let sluice = sluice::server::start(config).await.unwrap();
@@ -478,7 +483,10 @@ async fn the_breaker_opens_and_closes() {
         "{metrics}"
     );
     // After the cooldown a probe goes through, succeeds, and closes it.
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert!(
+        cooled_down(&sluice).await,
+        "the breaker stayed out of rotation"
+    );
     let response = post(&url, &chat("probe"), &[]).await;
     assert_eq!(response.status(), 200);
     assert_eq!(ready().await, "closed");
@@ -578,7 +586,10 @@ async fn pools_are_warmed_again_when_an_upstream_recovers() {
         let response = post(&url, &chat(&format!("fail {i}")), &[]).await;
         assert_eq!(response.status(), 500);
     }
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        cooled_down(&sluice).await,
+        "the breaker stayed out of rotation"
+    );
     // The probe succeeds and closes the breaker: two more warming requests.
     let response = post(&url, &chat("probe"), &[]).await;
     assert_eq!(response.status(), 200);

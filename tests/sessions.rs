@@ -10,6 +10,10 @@
 //! its client left, for the cache (and rightly keeps its session meanwhile).
 
 #![expect(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
+#![expect(
+    clippy::disallowed_methods,
+    reason = "test clients and servers, each awaited or dropped by its test"
+)]
 
 mod common;
 

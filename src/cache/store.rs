@@ -155,6 +155,10 @@ mod tests {
         let key = CacheKey([1; 32]);
         tier.insert(key, entry(10, Duration::from_millis(50)));
         assert!(tier.get(&key).is_some());
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "a plain #[test], outside any runtime; moka's expiry runs on real time"
+        )]
         std::thread::sleep(Duration::from_millis(120));
         assert!(tier.get(&key).is_none(), "entry outlived its ttl");
     }

@@ -232,6 +232,10 @@ impl MockUpstream {
         let state = Arc::new(State::new(opts)?);
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let addr = listener.local_addr()?;
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the handle is kept in MockUpstream, which aborts it when dropped"
+        )]
         let server = tokio::spawn(run(
             listener,
             Arc::clone(&state),

@@ -77,6 +77,10 @@ fn request(tag: &str, session: Option<&str>, auth: Option<&str>) -> Request<Body
 
 type Answer = JoinHandle<Result<Response<Body>, Error>>;
 
+#[expect(
+    clippy::disallowed_methods,
+    reason = "a test's request, awaited by the test"
+)]
 fn send<S>(svc: &S, req: Request<Body>) -> Answer
 where
     S: Service<Request<Body>, Response = Response<Body>, Error = Error> + Clone + Send + 'static,

@@ -64,6 +64,10 @@ pub fn prewarm(upstream: &super::Upstream) {
         let client = upstream.client.clone();
         let uri = upstream.base_uri.clone();
         let name = upstream.name.clone();
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "a warm-up connection; nothing is lost when it is cut at shutdown"
+        )]
         tokio::spawn(async move {
             // A HEAD of the base URL opens (and returns to the pool) one
             // connection; concurrent ones open several.
@@ -89,6 +93,10 @@ pub fn rewarm_on_recovery(upstream: &std::sync::Arc<super::Upstream>) {
     }
     let mut recoveries = upstream.health.recoveries();
     let upstream = std::sync::Arc::downgrade(upstream);
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "re-warms pools after an outage; nothing is lost when it is cut at shutdown"
+    )]
     tokio::spawn(async move {
         while recoveries.changed().await.is_ok() {
             let Some(upstream) = upstream.upgrade() else {

@@ -4,6 +4,7 @@
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 #![expect(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
 
+pub mod net;
 pub mod redis;
 
 use std::future::Future;
@@ -205,15 +206,6 @@ pub async fn metric(base: &str, series: &str) -> Option<f64> {
                 .is_some_and(|rest| rest.starts_with([' ', '{']) || series.ends_with('}'))
         })
         .and_then(|l| l.split_whitespace().last()?.parse().ok())
-}
-
-/// A port nothing listens on right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The child's stderr, line by line, on a channel (read on a thread of its

@@ -1,8 +1,13 @@
 //! A real `redis-server` child process on a free port, for the tests that
-//! need one. Killed on drop.
+//! need one. Killed on drop. The one copy of it: every integration test
+//! binary has it as `common::redis`, and the Redis tier's unit tests in
+//! src/cache/redis/tests.rs include this file (and its sibling net.rs) by
+//! path.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use super::net::free_port;
 
 pub struct RedisServer {
     child: Child,
@@ -63,6 +68,10 @@ impl RedisServer {
             if server.query::<String>(&["PING"]).is_some() {
                 return server;
             }
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "a plain thread waiting for a child process, outside any runtime"
+            )]
             std::thread::sleep(Duration::from_millis(10));
         }
         panic!("redis-server on port {port} did not start");
@@ -72,12 +81,24 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// A fresh blocking connection to it.
+    pub fn raw(&self) -> redis::RedisResult<redis::Connection> {
+        redis::Client::open(self.url())?.get_connection_with_timeout(Duration::from_secs(1))
+    }
+
+    /// Sends the process `signal` (`-STOP`, `-CONT`): a Redis that hangs
+    /// without closing its connections.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run kill: {e}"));
+        assert!(status.success(), "kill {signal} failed");
+    }
+
     /// Runs one command on a fresh connection; `None` on any failure.
     pub fn query<T: redis::FromRedisValue>(&self, args: &[&str]) -> Option<T> {
-        let client = redis::Client::open(self.url()).ok()?;
-        let mut conn = client
-            .get_connection_with_timeout(Duration::from_secs(1))
-            .ok()?;
+        let mut conn = self.raw().ok()?;
         let mut cmd = redis::cmd(args[0]);
         for arg in &args[1..] {
             cmd.arg(*arg);
@@ -101,11 +122,4 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
 }

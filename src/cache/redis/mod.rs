@@ -185,6 +185,7 @@ impl RedisTier {
             .name("sluice-redis".into())
             .spawn(move || {
                 runtime.block_on(async move {
+                    #[expect(clippy::disallowed_methods, reason = "the writer runs on the Redis thread's own runtime and is ended with it when the tier stops")]
                     let writer = tokio::spawn(write_loop(Arc::clone(&background), queue));
                     tokio::select! {
                         _ = stopped => {}

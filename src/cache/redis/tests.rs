@@ -3,8 +3,6 @@
 
 #![expect(clippy::unwrap_used, reason = "tests fail loudly on setup errors")]
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,98 +12,20 @@ use super::breaker::{Breaker, BreakerConfig, BreakerState};
 use super::codec::{self, COMPRESS_OVER};
 use super::{RedisOptions, RedisTier, RedisTierError, Target};
 
+#[path = "../../../tests/common/net.rs"]
+mod net;
+#[path = "../../../tests/common/redis.rs"]
+#[allow(
+    dead_code,
+    reason = "shared with the integration tests, which use the rest of it"
+)]
+mod redis_server;
+
+use net::free_port;
+use redis_server::RedisServer;
+
 const TIMEOUT: Duration = Duration::from_millis(50);
 const DEADLINE: Duration = Duration::from_secs(10);
-
-/// A `redis-server` child process, killed on drop.
-struct RedisServer {
-    child: Child,
-    port: u16,
-}
-
-impl RedisServer {
-    /// Starts redis-server on a free port, or `None` when it is not installed
-    /// (a failure instead when `CI` is set).
-    fn start() -> Option<RedisServer> {
-        if Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_err()
-        {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "redis-server is not on PATH: install it (apt-get install redis-server)"
-            );
-            eprintln!("skipping: redis-server is not on PATH (apt-get install redis-server)");
-            return None;
-        }
-        Some(Self::start_on(free_port()))
-    }
-
-    fn start_on(port: u16) -> RedisServer {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let server = RedisServer { child, port };
-        server.wait_ready();
-        server
-    }
-
-    fn wait_ready(&self) {
-        let deadline = std::time::Instant::now() + DEADLINE;
-        while std::time::Instant::now() < deadline {
-            if let Ok(mut conn) = self.raw() {
-                if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
-                    return;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("redis-server on port {} did not start", self.port);
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn raw(&self) -> redis::RedisResult<redis::Connection> {
-        redis::Client::open(self.url())?.get_connection_with_timeout(Duration::from_secs(1))
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    fn stop(mut self) -> u16 {
-        self.kill();
-        self.port
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
 
 fn options(url: String, queue: usize) -> RedisOptions {
     RedisOptions {

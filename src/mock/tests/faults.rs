@@ -385,6 +385,7 @@ async fn hung_and_stalled_answers_end_when_the_client_leaves() {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    #[expect(clippy::disallowed_methods, reason = "a test server, awaited below")]
     let server = tokio::spawn(serve(listener, MockOptions::default(), async move {
         let _ = stopped.await;
     }));

@@ -218,6 +218,7 @@ async fn serve_stops_when_shutdown_resolves() {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    #[expect(clippy::disallowed_methods, reason = "a test server, awaited below")]
     let server = tokio::spawn(serve(listener, MockOptions::default(), async move {
         let _ = stopped.await;
     }));

@@ -174,7 +174,7 @@ impl Bpe {
     }
 
     /// Number of ranks (tokens) in the encoding, for tests.
-    #[allow(
+    #[expect(
         clippy::len_without_is_empty,
         reason = "an encoding is never meant to be empty; len is for tests"
     )]
