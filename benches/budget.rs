@@ -54,7 +54,7 @@ fn budget(c: &mut Criterion) {
                     enabled: true,
                     ..PruneConfig::default()
                 };
-                run(&PruneLayer::new(&config, counter), &api)
+                run(&PruneLayer::new(&config, counter), &api, None)
             })
         });
         for level in [CompressLevel::Safe, CompressLevel::Aggressive] {
@@ -74,7 +74,7 @@ fn budget(c: &mut Criterion) {
                 },
                 counter,
             );
-            b.iter(|| run(&layer, &api))
+            b.iter(|| run(&layer, &api, None))
         });
     }
     group.finish();

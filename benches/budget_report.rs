@@ -303,7 +303,7 @@ fn main() {
                 }
                 let field = list_field(c.endpoint);
                 let before = budgeted(&counter, c.endpoint, &c.request);
-                let outcome = run(&layer, &request);
+                let outcome = run(&layer, &request, None);
                 let sent: Value = outcome.pruned.as_ref().map_or(c.request.clone(), |p| {
                     serde_json::from_slice(&p.to_bytes()).unwrap()
                 });
@@ -351,7 +351,11 @@ fn main() {
     let short: Vec<&Conversation> = corpus.iter().filter(|c| c.kind == "short").collect();
     let touched: Vec<&str> = short
         .iter()
-        .filter(|c| run(&layer, &api(c.endpoint, &c.request)).pruned.is_some())
+        .filter(|c| {
+            run(&layer, &api(c.endpoint, &c.request), None)
+                .pruned
+                .is_some()
+        })
         .map(|c| c.name.as_str())
         .collect();
     println!(

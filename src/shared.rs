@@ -78,7 +78,7 @@ impl Shared {
             compress: CompressLayer::new(&config.compress, counter.clone()),
             auth: AuthLayer::new(&config.auth.client_keys),
             rate_limit: RateLimitLayer::new(&config.rate_limit, &config.cache, counter.clone()),
-            tokens: TokensLayer::new(counter.clone()),
+            tokens: TokensLayer::new(config, counter.clone()),
             health: Arc::new(crate::upstream::route::health_of(config)),
             retry: Arc::new(RetrySettings::new(&config.retry)),
             reporter: Reporter::new(config),
@@ -122,7 +122,7 @@ impl Shared {
             } else {
                 RateLimitLayer::new(&new.rate_limit, &new.cache, counter.clone())
             },
-            tokens: TokensLayer::new(counter.clone()),
+            tokens: TokensLayer::new(new, counter.clone()),
             health: if same_upstreams(was, new) {
                 old.health.clone()
             } else {

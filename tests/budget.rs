@@ -361,3 +361,43 @@ async fn odd_bodies_are_forwarded_not_failed() {
         );
     }
 }
+
+/// With pruning, compression and token limits off nothing needs the
+/// prompt's token count, so none is made: no count headers, no counted
+/// tokens in the metrics. A request that asks for pruning itself is still
+/// counted, before and after.
+#[tokio::test]
+async fn nothing_switched_on_counts_nothing() {
+    let h = Harness::start_with(MockOptions::default(), |c| {
+        c.compress.level = CompressLevel::Off;
+        c.prune.enabled = false;
+        c.cache.enabled = false;
+    })
+    .await;
+    let body =
+        json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello there"}]});
+    let response = send(&h, "/v1/chat/completions", &body, &[]).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "x-sluice-prompt-tokens-original"), None);
+    assert_eq!(header(&response, "x-sluice-prompt-tokens-sent"), None);
+    let base = format!("http://{}", h.sluice.addr());
+    let counted = || async {
+        common::metric(&base, "sluice_prompt_tokens_total{stage=\"original\"}")
+            .await
+            .unwrap_or(0.0)
+    };
+    assert_eq!(counted().await, 0.0, "a pass-through request was counted");
+
+    let asked = send(
+        &h,
+        "/v1/chat/completions",
+        &body,
+        &[("x-sluice-prune", "on")],
+    )
+    .await;
+    assert_eq!(asked.status(), 200);
+    let (original, sent) = counts(&asked);
+    assert_eq!(original, count(Endpoint::ChatCompletions, &body));
+    assert_eq!(sent, original);
+    assert!(counted().await >= original as f64);
+}

@@ -79,7 +79,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = key::build(Scope::Global, "/v1/x?y=1", &api, "settings");
     let layers = &*LAYERS;
     let _ = sluice::tokens::prompt::request(&layers.counter, &api);
-    let pruned = sluice::prune::run(&layers.prune, &api);
+    let pruned = sluice::prune::run(&layers.prune, &api, None);
     let sent = pruned.pruned.unwrap_or(api);
     for level in [CompressLevel::Safe, CompressLevel::Aggressive] {
         if let Some(compressed) = layers.compress.run(&sent, level) {

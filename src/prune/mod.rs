@@ -72,11 +72,12 @@ pub struct Outcome {
     pub messages_after: usize,
 }
 
-/// Prunes `api` to the layer's budget.
-pub fn run(layer: &PruneLayer, api: &ApiRequest) -> Outcome {
+/// Prunes `api` to the layer's budget. `known` is its token count when a
+/// layer above counted it already (the token rate limit): not counted again.
+pub fn run(layer: &PruneLayer, api: &ApiRequest, known: Option<u64>) -> Outcome {
     let counter = &layer.counter;
     let encoding = counter.encoding(api.model());
-    let before = prompt::request(counter, api);
+    let before = known.unwrap_or_else(|| prompt::request(counter, api));
     let unchanged = Outcome {
         original: api.clone(),
         pruned: None,
@@ -211,7 +212,7 @@ mod tests {
         ] {
             let api = ApiRequest::parse(endpoint, Bytes::from(body.to_string()))
                 .unwrap_or_else(|e| panic!("{e}"));
-            let outcome = run(&layer, &api);
+            let outcome = run(&layer, &api, None);
             let pruned = outcome.pruned.unwrap_or_else(|| panic!("not pruned"));
             assert_eq!(outcome.after, prompt::request(&layer.counter, &pruned));
             assert!(outcome.after < outcome.before);

@@ -57,13 +57,19 @@ where
         let Some(api) = req.extensions_mut().remove::<ApiRequest>() else {
             return Either::Left(self.inner.call(req));
         };
+        // Counted once: by the token rate limit above, when it is on.
+        let known = req
+            .extensions()
+            .get::<Original>()
+            .and_then(|original| original.tokens)
+            .filter(|_| !api.is_modified());
         let layer = self.layer.clone();
-        let cheap = inline(&layer.counter, &api);
+        let cheap = known.is_some() || inline(&layer.counter, &api);
         rewrite(
             &mut self.inner,
             req,
             cheap,
-            move || run(&layer, &api),
+            move || run(&layer, &api, known),
             apply,
         )
     }

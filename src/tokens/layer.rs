@@ -1,6 +1,9 @@
 //! The prompt-token headers: counted while the upstream works.
 //!
-//! The lowest layer above the upstream. It counts the prompt as the client
+//! The lowest layer above the upstream. When a configured feature works with
+//! token counts (pruning, compression, a token rate limit) it counts every
+//! understood request; otherwise only those another layer counted or
+//! rewrote, so a pass-through request is never counted. It counts the prompt as the client
 //! sent it and as it goes out, and sets `x-sluice-prompt-tokens-original`
 //! and `x-sluice-prompt-tokens-sent` on the answer. No layer above waits
 //! for these counts, so they are made concurrently with the upstream call:
@@ -104,23 +107,49 @@ pub async fn count(counter: &Arc<Counter>, api: &ApiRequest) -> u64 {
         .unwrap_or(0)
 }
 
+/// Which requests the tokens layer counts.
 #[derive(Debug, Clone)]
-pub struct TokensLayer {
-    counter: Arc<Counter>,
+pub enum TokensLayer {
+    /// Every understood request: some configured feature (pruning,
+    /// compression, a token rate limit) works with token counts anyway.
+    Every(Arc<Counter>),
+    /// Only requests another layer counted or rewrote (a per-request
+    /// `x-sluice-prune: on`, say); every other request passes at the cost
+    /// of one extension lookup, so pass-through counts nothing.
+    WhenRewritten(Arc<Counter>),
 }
 
 impl TokensLayer {
-    pub fn new(counter: Arc<Counter>) -> TokensLayer {
-        TokensLayer { counter }
+    /// The layer for `config`: counting every request only when a
+    /// configured feature needs token counts.
+    pub fn new(config: &crate::config::Config, counter: Arc<Counter>) -> TokensLayer {
+        if needs_counts(config) {
+            TokensLayer::Every(counter)
+        } else {
+            TokensLayer::WhenRewritten(counter)
+        }
     }
+}
+
+/// Whether a configured feature works with the prompt's token counts:
+/// pruning, compression, a tokens-per-minute limit.
+pub fn needs_counts(config: &crate::config::Config) -> bool {
+    config.prune.enabled
+        || config.compress.level != crate::config::CompressLevel::Off
+        || config.rate_limit.tokens_per_minute.is_some()
 }
 
 impl<S> Layer<S> for TokensLayer {
     type Service = Tokens<S>;
     fn layer(&self, inner: S) -> Tokens<S> {
+        let (counter, every) = match self {
+            TokensLayer::Every(counter) => (counter.clone(), true),
+            TokensLayer::WhenRewritten(counter) => (counter.clone(), false),
+        };
         Tokens {
             inner,
-            counter: self.counter.clone(),
+            counter,
+            every,
         }
     }
 }
@@ -129,6 +158,7 @@ impl<S> Layer<S> for TokensLayer {
 pub struct Tokens<S> {
     inner: S,
     counter: Arc<Counter>,
+    every: bool,
 }
 
 impl<S> Service<Request<Body>> for Tokens<S>
@@ -146,10 +176,13 @@ where
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let original = req.extensions().get::<Original>().cloned();
+        if !self.every && original.is_none() {
+            return futures_util::future::Either::Left(self.inner.call(req));
+        }
         let Some(sent) = req.extensions().get::<ApiRequest>().cloned() else {
             return futures_util::future::Either::Left(self.inner.call(req));
         };
-        let original = req.extensions().get::<Original>().cloned();
         let tally = req.extensions().get::<crate::report::Tally>().cloned();
         let counter = self.counter.clone();
         let answer = self.inner.call(req);
