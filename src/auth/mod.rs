@@ -27,7 +27,7 @@ pub use crate::error::AuthError;
 
 /// The configured client keys, as digests: the keys themselves are not kept.
 #[derive(Debug)]
-struct Keys {
+pub struct Keys {
     entries: Vec<(blake3::Hash, Identity)>,
 }
 
@@ -180,7 +180,9 @@ mod tests {
             },
         ];
         let auth = AuthLayer::new(&keys);
-        let keys = auth.keys.as_ref().unwrap_or_else(|| panic!("keys"));
+        let AuthLayer::Enabled(keys) = &auth else {
+            panic!("keys")
+        };
         assert_eq!(keys.find(b"old-key"), keys.find(b"new-key"));
         assert!(keys.find(b"old-key").is_some());
         assert!(keys.find(b"other").is_none());

@@ -10,10 +10,13 @@ use tower::{Layer, Service};
 
 use super::*;
 
+/// Client keys checked (`[auth]` lists some), or credentials passed
+/// through, the client told apart by a digest of them.
 #[derive(Debug, Clone, Default)]
-pub struct AuthLayer {
-    /// `None`: credentials pass through.
-    pub(super) keys: Option<Arc<Keys>>,
+pub enum AuthLayer {
+    Enabled(Arc<Keys>),
+    #[default]
+    Disabled,
 }
 
 impl AuthLayer {
@@ -21,7 +24,7 @@ impl AuthLayer {
     /// their credentials through.
     pub fn new(keys: &[ClientKey]) -> AuthLayer {
         if keys.is_empty() {
-            return AuthLayer { keys: None };
+            return AuthLayer::Disabled;
         }
         let entries = keys
             .iter()
@@ -32,19 +35,18 @@ impl AuthLayer {
                 )
             })
             .collect();
-        AuthLayer {
-            keys: Some(Arc::new(Keys { entries })),
-        }
+        AuthLayer::Enabled(Arc::new(Keys { entries }))
     }
 }
 
 impl<S> Layer<S> for AuthLayer {
     type Service = Auth<S>;
     fn layer(&self, inner: S) -> Auth<S> {
-        Auth {
-            inner,
-            keys: self.keys.clone(),
-        }
+        let keys = match self {
+            AuthLayer::Enabled(keys) => Some(keys.clone()),
+            AuthLayer::Disabled => None,
+        };
+        Auth { inner, keys }
     }
 }
 

@@ -34,8 +34,8 @@ use crate::error::Error;
 use crate::ingress::Overrides;
 use crate::observe::COMPRESS_REQUESTS_TOTAL;
 use crate::openai::{ApiRequest, Endpoint, content};
-use crate::tokens::layer::{Rewritten, inline, rewrite};
 use crate::tokens::prompt::Content;
+use crate::tokens::service::{Rewritten, inline, rewrite};
 use crate::tokens::{Counter, Encoding, Original, head_tail, prompt};
 
 /// What one compression works with.

@@ -31,7 +31,7 @@ use crate::error::Error;
 use crate::ingress::Overrides;
 use crate::observe::{PRUNE_REQUESTS_TOTAL, PRUNE_TOKENS_REMOVED_TOTAL};
 use crate::openai::{ApiRequest, Endpoint};
-use crate::tokens::layer::{Rewritten, inline, rewrite};
+use crate::tokens::service::{Rewritten, inline, rewrite};
 use crate::tokens::{Counter, Original, head_tail, prompt};
 pub use conversation::Budget;
 

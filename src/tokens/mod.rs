@@ -27,8 +27,8 @@
 //! ```
 
 pub mod bpe;
-pub mod layer;
 pub mod prompt;
+pub mod service;
 pub mod truncate;
 
 use std::cell::RefCell;
@@ -39,7 +39,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rustc_hash::FxHashMap;
 
 pub use bpe::Bpe;
-pub use layer::{Original, TokensLayer};
+pub use service::{Original, TokensLayer};
 pub use truncate::head_tail;
 
 pub use crate::context::PromptTokens;
