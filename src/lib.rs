@@ -17,6 +17,7 @@
 pub mod admin;
 pub mod auth;
 pub mod body;
+pub mod breaker;
 pub mod cache;
 pub mod compress;
 pub mod config;

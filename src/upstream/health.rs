@@ -2,13 +2,12 @@
 //! fed by the outcomes of real requests, a latency average that steers
 //! balancing, and a rest period after a 429 that said how long to wait.
 //!
-//! The breaker (the usual three states, as in Hystrix or Envoy's outlier
-//! detection): **closed** counts successes and failures over the last
-//! `window` in one-second buckets; once at least `min_requests` were seen and
-//! the failed share reaches `failure_ratio` it **opens**, and the upstream is
-//! skipped for `cooldown`. Then it is **half-open**: one request is let
-//! through as a probe; success closes the breaker (and the upstream's pools are
-//! warmed again), failure opens it for another cooldown.
+//! The breaker is sluice's one [`Circuit`](crate::breaker::Circuit): it
+//! opens once at least `min_requests` were seen over the last `window` and
+//! the failed share reaches `failure_ratio`, and the upstream is skipped for
+//! `cooldown`. Then one real request is let through as the probe: success
+//! closes the breaker (and the upstream's pools are warmed again), failure
+//! opens it for another cooldown.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -17,6 +16,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::watch;
 
+use crate::breaker::{self, Admit, Circuit, Policy};
 use crate::config::BreakerConfig;
 use crate::observe::UPSTREAM_BREAKER_STATE;
 
@@ -58,6 +58,16 @@ pub enum BreakerState {
     HalfOpen,
 }
 
+impl From<breaker::State> for BreakerState {
+    fn from(state: breaker::State) -> BreakerState {
+        match state {
+            breaker::State::Closed => BreakerState::Closed,
+            breaker::State::Open => BreakerState::Open,
+            breaker::State::HalfOpen => BreakerState::HalfOpen,
+        }
+    }
+}
+
 impl BreakerState {
     /// The value of the `sluice_upstream_breaker_state` gauge.
     fn gauge(self) -> f64 {
@@ -74,7 +84,6 @@ impl BreakerState {
 pub struct Health {
     label: metrics::SharedString,
     config: BreakerConfig,
-    epoch: Instant,
     state: Mutex<State>,
     /// Average time to an answer head, in microseconds (f64 bits); 0 = none yet.
     latency_us: AtomicU64,
@@ -84,31 +93,9 @@ pub struct Health {
 
 #[derive(Debug)]
 struct State {
-    breaker: Breaker,
-    buckets: Vec<Bucket>,
+    circuit: Circuit,
     /// Out of rotation until then (a 429 with `Retry-After`).
     resting_until: Option<Instant>,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Breaker {
-    Closed,
-    Open {
-        until: Instant,
-    },
-    /// `probe_since`: when the probe was let through; a probe that never
-    /// reports (its client left) frees the slot after a cool-down.
-    HalfOpen {
-        probe_since: Instant,
-    },
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-struct Bucket {
-    /// Seconds since `epoch` this bucket counts for.
-    second: u64,
-    ok: u32,
-    failed: u32,
 }
 
 /// Weight of a new latency sample in the moving average.
@@ -116,17 +103,14 @@ const LATENCY_ALPHA: f64 = 0.2;
 
 impl Health {
     pub fn new(name: &str, config: &BreakerConfig) -> Health {
-        let seconds = usize::try_from(config.window.as_secs().max(1)).unwrap_or(1);
         let label = metrics::SharedString::from(std::sync::Arc::<str>::from(name));
         metrics::gauge!(UPSTREAM_BREAKER_STATE, "upstream" => label.clone())
             .set(BreakerState::Closed.gauge());
         Health {
             label,
             config: config.clone(),
-            epoch: Instant::now(),
             state: Mutex::new(State {
-                breaker: Breaker::Closed,
-                buckets: vec![Bucket::default(); seconds],
+                circuit: Circuit::closed(policy(config), Instant::now()),
                 resting_until: None,
             }),
             latency_us: AtomicU64::new(0),
@@ -147,12 +131,7 @@ impl Health {
 
     /// Until when the upstream is out of rotation, if it is.
     fn out_until(&self, state: &State, now: Instant) -> Option<Instant> {
-        let breaker = match state.breaker {
-            Breaker::Closed => None,
-            Breaker::Open { until } => Some(until),
-            Breaker::HalfOpen { probe_since } => Some(probe_since + self.config.cooldown),
-        };
-        let out = breaker.max(state.resting_until);
+        let out = state.circuit.out_until(now).max(state.resting_until);
         out.filter(|until| *until > now)
     }
 
@@ -168,20 +147,16 @@ impl Health {
             }
             state.resting_until = None;
         }
-        match state.breaker {
-            Breaker::Closed => Admission::Open,
-            Breaker::Open { until } if until > now => Admission::Closed {
-                for_at_least: until - now,
-                why: Why::BreakerOpen,
-            },
-            Breaker::HalfOpen { probe_since } if probe_since + self.config.cooldown > now => {
-                Admission::Closed {
-                    for_at_least: probe_since + self.config.cooldown - now,
-                    why: Why::Probing,
-                }
-            }
-            Breaker::Open { .. } | Breaker::HalfOpen { .. } => {
-                self.set(&mut state, Breaker::HalfOpen { probe_since: now });
+        let why = match state.circuit.state() {
+            breaker::State::HalfOpen => Why::Probing,
+            _ => Why::BreakerOpen,
+        };
+        let before = state.circuit.state();
+        match state.circuit.admit(now) {
+            Admit::Go => Admission::Open,
+            Admit::Wait(for_at_least) => Admission::Closed { for_at_least, why },
+            Admit::Probe => {
+                self.changed(before, state.circuit.state());
                 Admission::Probe
             }
         }
@@ -190,72 +165,34 @@ impl Health {
     /// Takes in one attempt's outcome.
     pub fn record(&self, outcome: Outcome, now: Instant) {
         let mut state = self.lock();
-        match (state.breaker, outcome) {
-            (Breaker::HalfOpen { .. }, Outcome::Success) => {
-                state.buckets.fill(Bucket::default());
-                self.set(&mut state, Breaker::Closed);
-                drop(state);
-                self.recovered.send_modify(|n| *n += 1);
-            }
-            (Breaker::HalfOpen { .. }, Outcome::Failure) => {
-                let until = now + self.config.cooldown;
-                self.set(&mut state, Breaker::Open { until });
-            }
-            // Late outcomes of requests sent before the breaker opened.
-            (Breaker::Open { .. }, _) => {}
-            (Breaker::Closed, outcome) => {
-                let second = self.second(now);
-                let len = state.buckets.len() as u64;
-                let index = usize::try_from(second % len).unwrap_or(0);
-                let bucket = &mut state.buckets[index];
-                if bucket.second != second {
-                    *bucket = Bucket {
-                        second,
-                        ..Bucket::default()
-                    };
-                }
-                match outcome {
-                    Outcome::Success => bucket.ok += 1,
-                    Outcome::Failure => bucket.failed += 1,
-                }
-                if outcome == Outcome::Failure && self.tripped(&state.buckets, second) {
-                    let until = now + self.config.cooldown;
-                    self.set(&mut state, Breaker::Open { until });
-                }
-            }
+        let before = state.circuit.state();
+        let Some(after) = state.circuit.record(outcome == Outcome::Success, now) else {
+            return;
+        };
+        drop(state);
+        self.changed(before, after);
+        if after == breaker::State::Closed {
+            self.recovered.send_modify(|n| *n += 1);
         }
     }
 
-    /// Whether the outcomes of the last `window` open the breaker.
-    fn tripped(&self, buckets: &[Bucket], now_second: u64) -> bool {
-        let (ok, failed) = recent(buckets, now_second);
-        let total = ok + failed;
-        total >= u64::from(self.config.min_requests)
-            && failed as f64 >= self.config.failure_ratio * total as f64
-    }
-
-    /// Seconds since the health was made: what buckets are keyed by.
-    fn second(&self, now: Instant) -> u64 {
-        now.saturating_duration_since(self.epoch).as_secs()
-    }
-
-    fn set(&self, state: &mut State, breaker: Breaker) {
-        let before = state_of(state.breaker);
-        state.breaker = breaker;
-        let after = state_of(breaker);
-        if before != after {
-            metrics::gauge!(UPSTREAM_BREAKER_STATE, "upstream" => self.label.clone())
-                .set(after.gauge());
-            match after {
-                BreakerState::Open => {
-                    tracing::warn!(upstream = %self.label, cooldown = ?self.config.cooldown, "upstream breaker opened");
-                }
-                BreakerState::HalfOpen => {
-                    tracing::info!(upstream = %self.label, "upstream breaker half-open: probing");
-                }
-                BreakerState::Closed => {
-                    tracing::info!(upstream = %self.label, "upstream breaker closed: upstream is back");
-                }
+    /// Reports a change of the breaker's state: the gauge and a log line.
+    fn changed(&self, before: breaker::State, after: breaker::State) {
+        if before == after {
+            return;
+        }
+        let after = BreakerState::from(after);
+        metrics::gauge!(UPSTREAM_BREAKER_STATE, "upstream" => self.label.clone())
+            .set(after.gauge());
+        match after {
+            BreakerState::Open => {
+                tracing::warn!(upstream = %self.label, cooldown = ?self.config.cooldown, "upstream breaker opened");
+            }
+            BreakerState::HalfOpen => {
+                tracing::info!(upstream = %self.label, "upstream breaker half-open: probing");
+            }
+            BreakerState::Closed => {
+                tracing::info!(upstream = %self.label, "upstream breaker closed: upstream is back");
             }
         }
     }
@@ -295,11 +232,11 @@ impl Health {
     /// What `/readyz` shows about this upstream.
     pub fn report(&self, now: Instant) -> Report {
         let state = self.lock();
-        let (ok, failed) = recent(&state.buckets, self.second(now));
+        let (ok, failed) = state.circuit.recent(now);
         let out_until = self.out_until(&state, now);
         Report {
             name: self.label.to_string(),
-            breaker: state_of(state.breaker),
+            breaker: state.circuit.state().into(),
             available: out_until.is_none(),
             recent_ok: ok,
             recent_failed: failed,
@@ -311,22 +248,16 @@ impl Health {
     }
 }
 
-/// Successes and failures counted in the window ending at `now_second`.
-fn recent(buckets: &[Bucket], now_second: u64) -> (u64, u64) {
-    let oldest = now_second.saturating_sub(buckets.len() as u64 - 1);
-    buckets
-        .iter()
-        .filter(|b| (oldest..=now_second).contains(&b.second))
-        .fold((0, 0), |(ok, failed), b| {
-            (ok + u64::from(b.ok), failed + u64::from(b.failed))
-        })
-}
-
-fn state_of(breaker: Breaker) -> BreakerState {
-    match breaker {
-        Breaker::Closed => BreakerState::Closed,
-        Breaker::Open { .. } => BreakerState::Open,
-        Breaker::HalfOpen { .. } => BreakerState::HalfOpen,
+/// The `[breaker]` settings as a circuit policy: a fixed cooldown, no
+/// consecutive-failure rule (the ratio over the window decides).
+fn policy(config: &BreakerConfig) -> Policy {
+    Policy {
+        window: config.window,
+        min_calls: config.min_requests,
+        failure_ratio: config.failure_ratio,
+        consecutive: None,
+        cooldown_min: config.cooldown,
+        cooldown_max: config.cooldown,
     }
 }
 

@@ -1,22 +1,27 @@
-//! The circuit breaker that keeps requests from waiting on a failing Redis.
+//! The circuit breaker that keeps requests from waiting on a failing Redis:
+//! sluice's one [`Circuit`], probed by the tier's background task rather
+//! than by requests.
 //!
 //! Closed: calls go to Redis and their outcomes are recorded. It opens after
 //! [`BreakerConfig::failures`] consecutive failures, or when at least
 //! [`BreakerConfig::failure_percent`] of the calls in a window of
 //! [`BreakerConfig::window`] failed (once that window saw
 //! [`BreakerConfig::window_min_calls`] calls). While open or half-open no call
-//! is made; the tier's background probe half-opens it while it checks Redis
-//! and closes it when Redis answers. State lives in atomics so the request
-//! path never takes a lock.
+//! is made; the background probe half-opens it while it checks Redis and
+//! closes it when Redis answers. Whether calls may go out is read from an
+//! atomic, so a lookup with the breaker open takes no lock.
 //!
 //! ```ignore
 //! if breaker.allows() { /* call Redis */ breaker.record(outcome_ok) }
 //! ```
 
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
+
+use crate::breaker::{self, Circuit, Policy};
 
 /// Where the breaker stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,14 +72,24 @@ const HALF_OPEN: u8 = 2;
 #[derive(Debug)]
 pub struct Breaker {
     config: BreakerConfig,
+    circuit: Mutex<Circuit>,
+    /// The circuit's state, for [`Breaker::allows`] without the lock.
     state: AtomicU8,
-    consecutive: AtomicU32,
-    epoch: Instant,
-    window_start_ms: AtomicU64,
-    window_calls: AtomicU32,
-    window_failures: AtomicU32,
     /// Woken when the breaker opens, so the probe starts its cool-down.
     pub opened: Notify,
+}
+
+impl BreakerConfig {
+    fn policy(&self) -> Policy {
+        Policy {
+            window: self.window,
+            min_calls: self.window_min_calls,
+            failure_ratio: f64::from(self.failure_percent) / 100.0,
+            consecutive: Some(self.failures),
+            cooldown_min: self.open_min,
+            cooldown_max: self.open_max,
+        }
+    }
 }
 
 impl Breaker {
@@ -82,19 +97,11 @@ impl Breaker {
     pub fn new(config: BreakerConfig) -> Self {
         metrics::gauge!("sluice_redis_breaker_open").set(1.0);
         Self {
+            circuit: Mutex::new(Circuit::open(config.policy(), Instant::now())),
             config,
             state: AtomicU8::new(OPEN),
-            consecutive: AtomicU32::new(0),
-            epoch: Instant::now(),
-            window_start_ms: AtomicU64::new(0),
-            window_calls: AtomicU32::new(0),
-            window_failures: AtomicU32::new(0),
             opened: Notify::new(),
         }
-    }
-
-    pub fn config(&self) -> &BreakerConfig {
-        &self.config
     }
 
     pub fn state(&self) -> BreakerState {
@@ -110,61 +117,37 @@ impl Breaker {
         self.state.load(Ordering::Acquire) == CLOSED
     }
 
+    fn lock(&self) -> MutexGuard<'_, Circuit> {
+        // Every update leaves the circuit consistent, so a poisoned lock is usable.
+        self.circuit.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn publish(&self, state: breaker::State) {
+        let value = match state {
+            breaker::State::Closed => CLOSED,
+            breaker::State::Open => OPEN,
+            breaker::State::HalfOpen => HALF_OPEN,
+        };
+        self.state.store(value, Ordering::Release);
+        metrics::gauge!("sluice_redis_breaker_open").set(if value == CLOSED { 0.0 } else { 1.0 });
+    }
+
     /// Records the outcome of a call made while closed; may open the breaker.
     pub fn record(&self, ok: bool) {
-        let (calls, failures) = self.count_in_window(ok);
-        if ok {
-            // Skip the store when already zero so successes do not keep
-            // bouncing the cache line between worker threads.
-            if self.consecutive.load(Ordering::Relaxed) != 0 {
-                self.consecutive.store(0, Ordering::Relaxed);
-            }
+        if !self.allows() {
+            // A late outcome, or the probe's (which reports through
+            // `close` / `reopen`).
             return;
         }
-        let consecutive = self.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
-        let ratio_tripped = calls >= self.config.window_min_calls
-            && u64::from(failures) * 100
-                >= u64::from(calls) * u64::from(self.config.failure_percent);
-        if consecutive >= self.config.failures || ratio_tripped {
-            self.trip(consecutive, calls, failures);
-        }
-    }
-
-    fn count_in_window(&self, ok: bool) -> (u32, u32) {
-        let now_ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let window_ms = u64::try_from(self.config.window.as_millis()).unwrap_or(u64::MAX);
-        let start = self.window_start_ms.load(Ordering::Relaxed);
-        if now_ms.saturating_sub(start) >= window_ms
-            && self
-                .window_start_ms
-                .compare_exchange(start, now_ms, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            // Racing recorders may land in either window; the ratio is a
-            // coarse signal and the consecutive count is the precise one.
-            self.window_calls.store(0, Ordering::Relaxed);
-            self.window_failures.store(0, Ordering::Relaxed);
-        }
-        let calls = self.window_calls.fetch_add(1, Ordering::Relaxed) + 1;
-        let failures = if ok {
-            self.window_failures.load(Ordering::Relaxed)
-        } else {
-            self.window_failures.fetch_add(1, Ordering::Relaxed) + 1
-        };
-        (calls, failures)
-    }
-
-    fn trip(&self, consecutive: u32, calls: u32, failures: u32) {
-        if self
-            .state
-            .compare_exchange(CLOSED, OPEN, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            metrics::gauge!("sluice_redis_breaker_open").set(1.0);
+        let now = Instant::now();
+        let mut circuit = self.lock();
+        if circuit.record(ok, now) == Some(breaker::State::Open) {
+            let (ok, failed) = circuit.recent(now);
+            drop(circuit);
+            self.publish(breaker::State::Open);
             tracing::warn!(
-                consecutive,
-                window_calls = calls,
-                window_failures = failures,
+                window_ok = ok,
+                window_failures = failed,
                 "redis circuit breaker opened: skipping redis until it answers again"
             );
             self.opened.notify_one();
@@ -173,22 +156,39 @@ impl Breaker {
 
     /// The probe is checking Redis.
     pub fn half_open(&self) {
-        self.state.store(HALF_OPEN, Ordering::Release);
+        self.lock().probe(Instant::now());
+        self.publish(breaker::State::HalfOpen);
     }
 
     /// The probe failed; stay open.
     pub fn reopen(&self) {
-        self.state.store(OPEN, Ordering::Release);
-        metrics::gauge!("sluice_redis_breaker_open").set(1.0);
+        let mut circuit = self.lock();
+        if circuit.state() != breaker::State::HalfOpen {
+            circuit.probe(Instant::now());
+        }
+        circuit.record(false, Instant::now());
+        drop(circuit);
+        self.publish(breaker::State::Open);
     }
 
     /// The probe succeeded: use Redis again with fresh counters.
     pub fn close(&self) {
-        self.consecutive.store(0, Ordering::Relaxed);
-        self.window_calls.store(0, Ordering::Relaxed);
-        self.window_failures.store(0, Ordering::Relaxed);
-        self.state.store(CLOSED, Ordering::Release);
-        metrics::gauge!("sluice_redis_breaker_open").set(0.0);
+        let mut circuit = self.lock();
+        if circuit.state() != breaker::State::HalfOpen {
+            circuit.probe(Instant::now());
+        }
+        circuit.record(true, Instant::now());
+        drop(circuit);
+        self.publish(breaker::State::Closed);
         tracing::info!("redis circuit breaker closed: redis answers");
+    }
+
+    /// How long the probe waits before its next try: the circuit's
+    /// cool-down, doubling while Redis stays down.
+    pub fn retry_in(&self) -> Duration {
+        let now = Instant::now();
+        self.lock()
+            .out_until(now)
+            .map_or(self.config.open_min, |until| until - now)
     }
 }

@@ -102,11 +102,10 @@ impl Target {
     }
 }
 
-/// Keeps the breaker honest: connects, and after the breaker opens waits a
-/// cool-down (doubling while Redis stays down) and probes with PING.
+/// Keeps the breaker honest: connects, and after the breaker opens waits
+/// its cool-down (which the circuit doubles while Redis stays down) and
+/// probes with PING.
 pub(crate) async fn supervise(shared: Arc<Shared>, target: Target) {
-    let config = shared.breaker.config().clone();
-    let mut cooldown = config.open_min;
     let mut reported_down = false;
     loop {
         shared.breaker.half_open();
@@ -119,24 +118,23 @@ pub(crate) async fn supervise(shared: Arc<Shared>, target: Target) {
                     shared.breaker.opened.notified().await;
                 }
                 reported_down = true;
-                tokio::time::sleep(config.open_min).await;
-                cooldown = config.open_min.saturating_mul(2).min(config.open_max);
+                tokio::time::sleep(shared.breaker.retry_in()).await;
             }
             Err(error) => {
                 shared.breaker.reopen();
+                let retry_in = shared.breaker.retry_in();
                 let kind = match error {
                     RedisTierError::Timeout => "timeout",
                     _ => "error",
                 };
                 count_error("probe", kind);
                 if reported_down {
-                    tracing::debug!(%error, retry_in = ?cooldown, "redis probe failed");
+                    tracing::debug!(%error, ?retry_in, "redis probe failed");
                 } else {
-                    tracing::warn!(%error, retry_in = ?cooldown, "redis unreachable, retrying in the background");
+                    tracing::warn!(%error, ?retry_in, "redis unreachable, retrying in the background");
                     reported_down = true;
                 }
-                tokio::time::sleep(cooldown).await;
-                cooldown = cooldown.saturating_mul(2).min(config.open_max);
+                tokio::time::sleep(retry_in).await;
             }
         }
     }
