@@ -1,5 +1,7 @@
-//! Server-sent events framing: splitting a recorded stream into the `data:`
-//! payloads of its events.
+//! Server-sent events, the one place sluice reads and writes their framing:
+//! the relay's closing error event, the usage reader's event boundaries
+//! (`report::usage`), the cache recorder's and the replay's events
+//! (`openai::chat_stream`, `openai::other_streams`).
 
 /// The `data` payload of every event in `body`, in order. Multi-line data is
 /// joined with `\n`; comments and other fields are skipped; a trailing
@@ -33,6 +35,45 @@ pub fn data_events(body: &[u8]) -> Vec<Vec<u8>> {
     events
 }
 
+/// Offsets just past each event's blank line.
+pub fn event_ends(bytes: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        while let Some(i) = memchr::memchr(b'\n', &bytes[at..]) {
+            let nl = at + i;
+            at = nl + 1;
+            let next = bytes.get(nl + 1).copied();
+            let next2 = bytes.get(nl + 2).copied();
+            match (next, next2) {
+                (Some(b'\n'), _) => {
+                    at = nl + 2;
+                    return Some(at);
+                }
+                (Some(b'\r'), Some(b'\n')) => {
+                    at = nl + 3;
+                    return Some(at);
+                }
+                _ => {}
+            }
+        }
+        None
+    })
+}
+
+/// The `data:` payload of one event (lines joined with `\n`).
+pub fn data_of(event: &[u8]) -> Option<Vec<u8>> {
+    data_events(event).into_iter().next()
+}
+
+/// One SSE event of type `name` carrying `payload` as its data
+/// (`event: error` and the like).
+pub fn named_event(name: &str, payload: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(name.as_bytes());
+    out.push(b'\n');
+    event(payload, out);
+}
+
 /// One SSE event carrying `payload` as its data.
 pub fn event(payload: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(b"data: ");
@@ -56,6 +97,16 @@ mod tests {
                 b"[DONE]".to_vec()
             ]
         );
+    }
+
+    #[test]
+    fn finds_event_ends_with_either_line_ending() {
+        let body = b"data: a\n\ndata: b\r\n\r\ndata: c";
+        assert_eq!(event_ends(body).collect::<Vec<_>>(), [9, 20]);
+        let mut out = Vec::new();
+        named_event("error", b"{}", &mut out);
+        assert_eq!(out, b"event: error\ndata: {}\n\n");
+        assert_eq!(data_of(&out), Some(b"{}".to_vec()));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use crate::body::{Body, BoxError};
-use crate::openai::{ApiRequest, Endpoint};
+use crate::openai::{ApiRequest, Endpoint, sse};
 
 /// Largest JSON answer read for its usage; a larger one is relayed unread.
 const MAX_JSON: usize = 4 * 1024 * 1024;
@@ -156,7 +156,7 @@ impl Observed {
             self.pending.extend_from_slice(&data);
             self.pending.split().freeze()
         };
-        let Some(end) = event_ends(&whole).last() else {
+        let Some(end) = sse::event_ends(&whole).last() else {
             if whole.len() > MAX_EVENT {
                 // Not an event stream we can follow: pass it on as is.
                 return Some(whole);
@@ -170,7 +170,7 @@ impl Observed {
         let mut kept: Option<BytesMut> = None;
         let mut copied_to = 0;
         let mut start = 0;
-        for event_end in event_ends(&complete) {
+        for event_end in sse::event_ends(&complete) {
             let usage_only = self.read_event(&complete[start..event_end]);
             if strip && usage_only {
                 let out = kept.get_or_insert_with(|| BytesMut::with_capacity(complete.len()));
@@ -194,7 +194,7 @@ impl Observed {
         if !has_usage_object(event) {
             return false;
         }
-        let Some(data) = data_of(event) else {
+        let Some(data) = sse::data_of(event) else {
             return false;
         };
         let Ok(chunk) = serde_json::from_slice::<Chunk>(&data) else {
@@ -413,36 +413,6 @@ fn has_usage_object(event: &[u8]) -> bool {
         }
     }
     false
-}
-
-/// Offsets just past each event's blank line.
-fn event_ends(bytes: &[u8]) -> impl Iterator<Item = usize> + '_ {
-    let mut at = 0;
-    std::iter::from_fn(move || {
-        while let Some(i) = memchr::memchr(b'\n', &bytes[at..]) {
-            let nl = at + i;
-            at = nl + 1;
-            let next = bytes.get(nl + 1).copied();
-            let next2 = bytes.get(nl + 2).copied();
-            match (next, next2) {
-                (Some(b'\n'), _) => {
-                    at = nl + 2;
-                    return Some(at);
-                }
-                (Some(b'\r'), Some(b'\n')) => {
-                    at = nl + 3;
-                    return Some(at);
-                }
-                _ => {}
-            }
-        }
-        None
-    })
-}
-
-/// The `data:` payload of one event (lines joined with `\n`).
-fn data_of(event: &[u8]) -> Option<Vec<u8>> {
-    crate::openai::sse::data_events(event).into_iter().next()
 }
 
 #[cfg(test)]

@@ -142,9 +142,7 @@ pub fn error_event(message: &str) -> Bytes {
     }
     .to_bytes();
     let mut out = Vec::with_capacity(json.len() + 24);
-    out.extend_from_slice(b"event: error\ndata: ");
-    out.extend_from_slice(&json);
-    out.extend_from_slice(b"\n\n");
+    crate::openai::sse::named_event("error", &json, &mut out);
     Bytes::from(out)
 }
 
