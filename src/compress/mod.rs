@@ -79,8 +79,7 @@ impl Compressor {
         let mut changed = false;
         match api.endpoint() {
             Endpoint::ChatCompletions => {
-                if let Some(messages) = api.raw("messages").and_then(|raw| items(raw, &item_texts))
-                {
+                if let Some(messages) = items(&api.items("messages"), &item_texts) {
                     request.set_raw("messages", messages);
                     changed = true;
                 }
@@ -91,16 +90,16 @@ impl Compressor {
                 {
                     changed |= request.set("instructions", &new).is_ok();
                 }
-                match api.get::<Value>("input").and_then(Result::ok) {
-                    Some(Value::String(input)) => {
-                        if let Some(new) = texts(&input) {
+                match api.raw("input").and_then(prompt::first_byte) {
+                    Some(b'"') => {
+                        if let Some(Ok(input)) = api.get::<String>("input")
+                            && let Some(new) = texts(&input)
+                        {
                             changed |= request.set("input", &new).is_ok();
                         }
                     }
-                    Some(Value::Array(_)) => {
-                        if let Some(input) =
-                            api.raw("input").and_then(|raw| items(raw, &item_texts))
-                        {
+                    Some(b'[') => {
+                        if let Some(input) = items(&api.items("input"), &item_texts) {
                             request.set_raw("input", input);
                             changed = true;
                         }
@@ -204,33 +203,32 @@ fn changed(original: &str, new: Cow<'_, str>) -> Option<String> {
 /// when none changed. Unchanged items keep their exact JSON text. A tool
 /// result whose call named a source file is compressed as that file's
 /// language (`language` of the path).
-fn items(raw: &[u8], texts: &dyn Fn(&str, Option<&str>) -> Option<String>) -> Option<Bytes> {
-    let items = prompt::items(raw);
+fn items(items: &[&str], texts: &dyn Fn(&str, Option<&str>) -> Option<String>) -> Option<Bytes> {
     let mut out: Vec<Cow<'_, str>> = Vec::with_capacity(items.len());
     let mut changed = false;
     // Call id -> the language of the file its arguments name.
     let mut languages: HashMap<String, &'static str> = HashMap::new();
-    for item in &items {
+    for &item in items {
         // Read without building a tree: most messages have nothing to change.
-        let Ok(fields) = serde_json::from_str::<Fields<'_>>(item.get()) else {
-            out.push(Cow::Borrowed(item.get()));
+        let Ok(fields) = serde_json::from_str::<Fields<'_>>(item) else {
+            out.push(Cow::Borrowed(item));
             continue;
         };
         fields.remember_calls(&mut languages);
         let language = fields.result_of().and_then(|id| languages.get(id).copied());
         if !fields.texts().any(|t| texts(t, language).is_some()) {
-            out.push(Cow::Borrowed(item.get()));
+            out.push(Cow::Borrowed(item));
             continue;
         }
-        let Ok(mut value) = serde_json::from_str::<Value>(item.get()) else {
-            out.push(Cow::Borrowed(item.get()));
+        let Ok(mut value) = serde_json::from_str::<Value>(item) else {
+            out.push(Cow::Borrowed(item));
             continue;
         };
         if content::rewrite_texts(&mut value, &mut |t| texts(t, language)) {
             changed = true;
             out.push(Cow::Owned(value.to_string()));
         } else {
-            out.push(Cow::Borrowed(item.get()));
+            out.push(Cow::Borrowed(item));
         }
     }
     changed.then(|| Bytes::from(content::json_array(&out)))

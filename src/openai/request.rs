@@ -9,6 +9,8 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::ops::Range;
+use std::sync::OnceLock;
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -28,11 +30,42 @@ pub struct ApiRequest {
     modified: bool,
 }
 
-/// One top-level field: its key and its value's JSON text.
+/// One top-level field: its key, its value's JSON text, and, once some
+/// layer asked, where each element of an array value lies in that text.
 #[derive(Debug, Clone)]
 struct Field {
     key: String,
     value: Bytes,
+    items: OnceLock<Vec<Range<usize>>>,
+}
+
+impl Field {
+    fn new(key: String, value: Bytes) -> Field {
+        Field {
+            key,
+            value,
+            items: OnceLock::new(),
+        }
+    }
+
+    /// The elements of an array value, split on the first call only.
+    fn items(&self) -> impl ExactSizeIterator<Item = &str> {
+        let ranges = self.items.get_or_init(|| {
+            let base = self.value.as_ptr() as usize;
+            serde_json::from_slice::<Vec<&RawValue>>(&self.value)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|raw| {
+                    let start = raw.get().as_ptr() as usize - base;
+                    start..start + raw.get().len()
+                })
+                .collect()
+        });
+        // Each range is a whole JSON value serde_json read as UTF-8.
+        ranges
+            .iter()
+            .map(|range| std::str::from_utf8(&self.value[range.clone()]).unwrap_or("null"))
+    }
 }
 
 /// Why a body could not be parsed.
@@ -76,10 +109,7 @@ impl ApiRequest {
             .map(|(key, raw)| {
                 let text = raw.get();
                 let start = text.as_ptr() as usize - base;
-                Field {
-                    key: key.into_owned(),
-                    value: original.slice(start..start + text.len()),
-                }
+                Field::new(key.into_owned(), original.slice(start..start + text.len()))
             })
             .collect();
         let mut request = ApiRequest {
@@ -122,6 +152,19 @@ impl ApiRequest {
             .map(|f| f.value.as_ref())
     }
 
+    /// The elements of an array field (chat `messages`, Responses `input`)
+    /// as their JSON text: split once per request however many layers ask,
+    /// and again only after the field is set. Empty when the field is
+    /// absent or not an array.
+    pub fn items(&self, key: &str) -> Vec<&str> {
+        self.fields
+            .iter()
+            .rev()
+            .find(|f| f.key == key)
+            .map(|f| f.items().collect())
+            .unwrap_or_default()
+    }
+
     /// Every top-level field, in document order: key and JSON text as sent.
     pub fn fields(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.fields
@@ -154,11 +197,8 @@ impl ApiRequest {
     /// built (it must be one valid JSON value).
     pub fn set_raw(&mut self, key: &str, value: Bytes) {
         match self.fields.iter_mut().rev().find(|f| f.key == key) {
-            Some(field) => field.value = value,
-            None => self.fields.push(Field {
-                key: key.to_owned(),
-                value,
-            }),
+            Some(field) => *field = Field::new(key.to_owned(), value),
+            None => self.fields.push(Field::new(key.to_owned(), value)),
         }
         self.after_change(key);
     }
@@ -331,6 +371,20 @@ mod tests {
 
     fn ok(s: &'static str) -> ApiRequest {
         parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn splits_array_fields_into_their_elements_as_sent() {
+        let mut req = ok(r#"{"messages":[ {"role":"user","content":"a, b"} ,"x", [1,2]],"n":1}"#);
+        let expected = [r#"{"role":"user","content":"a, b"}"#, r#""x""#, "[1,2]"];
+        assert_eq!(req.items("messages"), expected);
+        assert_eq!(req.items("messages"), expected, "asked again");
+        assert!(req.items("n").is_empty(), "not an array");
+        assert!(req.items("absent").is_empty());
+        req.set_raw("messages", Bytes::from_static(br#"[{"role":"system"}]"#));
+        assert_eq!(req.items("messages"), [r#"{"role":"system"}"#], "set anew");
+        let copy = req.clone();
+        assert_eq!(copy.items("messages"), [r#"{"role":"system"}"#]);
     }
 
     #[test]

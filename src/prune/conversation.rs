@@ -25,7 +25,6 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Deserialize;
 use serde_json::Value;
-use serde_json::value::RawValue;
 
 use super::files::{self, Call};
 use super::relevance;
@@ -134,7 +133,7 @@ struct Unit {
 pub fn prune(
     counter: &Counter,
     encoding: Encoding,
-    raws: &[&RawValue],
+    raws: &[&str],
     fixed: u64,
     budget: &Budget,
 ) -> Option<Pruned> {
@@ -142,13 +141,13 @@ pub fn prune(
     let mut items: Vec<Item<'_>> = raws
         .iter()
         .map(|raw| {
-            let head: Head = serde_json::from_str(raw.get()).unwrap_or_default();
+            let head: Head = serde_json::from_str(raw).unwrap_or_default();
             let kind = classify(&head, &mut calls);
             Item {
-                raw: raw.get(),
+                raw,
                 rewritten: None,
                 kind,
-                tokens: prompt::message(counter, encoding, raw.get()),
+                tokens: prompt::message(counter, encoding, raw),
             }
         })
         .collect();

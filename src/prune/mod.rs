@@ -107,7 +107,7 @@ pub fn run(layer: &PruneLayer, api: &ApiRequest, known: Option<u64>) -> Outcome 
             std::borrow::Cow::Owned(cut) => rewritten(counter, api, field, &cut, unchanged),
         };
     }
-    let items = prompt::items(raw);
+    let items = api.items(field);
     let Some(pruned) = conversation::prune(counter, encoding, &items, fixed, budget) else {
         return unchanged;
     };

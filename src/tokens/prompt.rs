@@ -22,7 +22,6 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 use serde::de::IgnoredAny;
-use serde_json::value::RawValue;
 
 use super::{Counter, Encoding};
 use crate::openai::{ApiRequest, Endpoint};
@@ -49,20 +48,20 @@ pub fn request(counter: &Counter, api: &ApiRequest) -> u64 {
     let encoding = counter.encoding(api.model());
     match api.endpoint() {
         Endpoint::ChatCompletions => {
-            let messages = api.raw("messages").map_or(0, |raw| {
-                items(raw)
-                    .iter()
-                    .map(|m| message(counter, encoding, m.get()))
-                    .sum()
-            });
+            let messages: u64 = api
+                .items("messages")
+                .into_iter()
+                .map(|m| message(counter, encoding, m))
+                .sum();
             messages + REPLY_PRIMING + api.raw("tools").map_or(0, |t| tools(counter, encoding, t))
         }
         Endpoint::Responses => {
             let instructions = instructions(counter, encoding, api);
             let input = api.raw("input").map_or(0, |raw| match first_byte(raw) {
-                Some(b'[') => items(raw)
-                    .iter()
-                    .map(|m| message(counter, encoding, m.get()))
+                Some(b'[') => api
+                    .items("input")
+                    .into_iter()
+                    .map(|m| message(counter, encoding, m))
                     .sum(),
                 _ => serde_json::from_slice::<String>(raw).map_or(0, |text| {
                     PER_MESSAGE + encoding.count("user") + counter.text(encoding, &text)
@@ -95,12 +94,6 @@ pub fn instructions(counter: &Counter, encoding: Encoding, api: &ApiRequest) -> 
 /// The first byte of a JSON text that is not whitespace.
 pub fn first_byte(raw: &[u8]) -> Option<u8> {
     raw.iter().copied().find(|b| !b.is_ascii_whitespace())
-}
-
-/// The elements of a JSON array, as their JSON text (empty when `raw` is
-/// not an array).
-pub fn items(raw: &[u8]) -> Vec<&RawValue> {
-    serde_json::from_slice::<Vec<&RawValue>>(raw).unwrap_or_default()
 }
 
 /// A prompt or embedding input: a string, an array of strings, an array of

@@ -13,8 +13,11 @@ fn budget(max_tokens: u64, max_messages: usize) -> Budget {
 
 /// Prunes `messages`; the kept ones as values (the input when unchanged).
 fn run(messages: &Value, budget: &Budget) -> (Vec<Value>, Option<(u64, u64)>) {
-    let text = messages.to_string();
-    let items = prompt::items(text.as_bytes());
+    let items: Vec<String> = messages
+        .as_array()
+        .map(|all| all.iter().map(Value::to_string).collect())
+        .unwrap_or_default();
+    let items: Vec<&str> = items.iter().map(String::as_str).collect();
     let counter = Counter::new(ENCODING);
     match prune(&counter, ENCODING, &items, 0, budget) {
         None => (messages.as_array().cloned().unwrap_or_default(), None),
