@@ -61,12 +61,28 @@ async fn prewarm_opens_connections_before_the_first_request() {
     let mock = MockUpstream::start(MockOptions::default()).await.unwrap();
     let mut config = common::config_for(&mock.base_url());
     config.upstreams[0].prewarm = 3;
-    let _sluice = sluice::server::start(config).await.unwrap();
+    // One worker: each worker warms its share of the connections.
+    config.server.workers = 1;
+    let sluice = sluice::server::start(config).await.unwrap();
     let warmed = common::eventually(Duration::from_secs(5), || async {
         mock.connection_count() >= 3
     })
     .await;
     assert!(warmed, "{} connections", mock.connection_count());
+    assert_eq!(mock.request_count(), 0, "warming sends no request");
+    let response = http()
+        .post(format!("http://{}/v1/chat/completions", sluice.addr()))
+        .json(&common::chat("first"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(mock.request_count(), 1);
+    assert_eq!(
+        mock.connection_count(),
+        3,
+        "the first request took a warm connection"
+    );
 }
 
 #[tokio::test]

@@ -574,13 +574,9 @@ async fn pools_are_warmed_again_when_an_upstream_recovers() {
         c.breaker.cooldown = Duration::from_millis(300);
     })
     .await;
-    let heads = || {
-        mock.requests()
-            .iter()
-            .filter(|r| r.method == http::Method::HEAD)
-            .count()
-    };
-    assert!(common::eventually(Duration::from_secs(5), || async { heads() == 2 }).await);
+    let warmed = || async { mock.connection_count() == 2 };
+    assert!(common::eventually(Duration::from_secs(5), warmed).await);
+    assert_eq!(mock.request_count(), 0, "warming sends no request");
     let url = format!("http://{}/v1/chat/completions", sluice.addr());
     for i in 0..2 {
         let response = post(&url, &chat(&format!("fail {i}")), &[]).await;
@@ -590,12 +586,17 @@ async fn pools_are_warmed_again_when_an_upstream_recovers() {
         cooled_down(&sluice).await,
         "the breaker stayed out of rotation"
     );
-    // The probe succeeds and closes the breaker: two more warming requests.
+    // The probe succeeds and closes the breaker: two fresh connections are
+    // opened, and still no request the clients did not make.
     let response = post(&url, &chat("probe"), &[]).await;
     assert_eq!(response.status(), 200);
     assert!(
-        common::eventually(Duration::from_secs(5), || async { heads() == 4 }).await,
-        "{} warming requests",
-        heads()
+        common::eventually(Duration::from_secs(5), || async {
+            mock.connection_count() == 4
+        })
+        .await,
+        "{} connections",
+        mock.connection_count()
     );
+    assert_eq!(mock.request_count(), 3);
 }

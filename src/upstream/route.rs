@@ -34,6 +34,8 @@ pub struct Upstream {
     pub base_path: String,
     pub models: Vec<glob::Pattern>,
     pub client: super::pool::HttpClient,
+    /// The client's connector, holding the pre-warmed connections.
+    pub connector: super::pool::WarmConnector,
     /// `Authorization: Bearer <key>` when the upstream has its own key.
     pub authorization: Option<HeaderValue>,
     pub timeout: Duration,
@@ -318,7 +320,7 @@ fn build(
         .map(|m| glob::Pattern::new(m))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|source| BuildError::Pattern { index, source })?;
-    let client =
+    let (client, connector) =
         super::pool::client(config).map_err(|source| BuildError::Client { index, source })?;
     let name_header = HeaderValue::from_str(&config.name).map_err(|_| BuildError::Header {
         index,
@@ -366,6 +368,7 @@ fn build(
         name_header,
         models,
         client,
+        connector,
         authorization,
         timeout: config.timeout,
         first_byte_timeout: config.first_byte_timeout,
