@@ -11,7 +11,7 @@
 //! upload fails instead of holding an upstream connection). Any request whose
 //! path and query are longer than `max_uri_length` gets 414 first.
 //!
-//! ```ignore
+//! ```text
 //! let svc = ServiceBuilder::new()
 //!     .layer(IngressLayer::new(Limits::from(&config.server)))
 //!     .service(inner);

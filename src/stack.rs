@@ -97,7 +97,12 @@ pub fn build(
         // Routes by model, forwards over the upstream's pooled client,
         // retries and falls back while nothing has reached the client, and
         // relays the answer as it arrives.
-        .service(UpstreamService::new(upstreams, shared.retry, body_limit))
+        .service(UpstreamService::new(
+            upstreams,
+            shared.retry,
+            body_limit,
+            shared.counter,
+        ))
 }
 
 #[cfg(test)]

@@ -421,3 +421,20 @@ async fn http2_cleartext_clients_are_served() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["object"], "chat.completion");
 }
+
+/// With the default config (memory cache and safe compression on, neither
+/// of which has anything to change here), a streamed request reaches the
+/// upstream as the client wrote it (no `stream_options` added) and the
+/// client gets the upstream's stream as it was sent.
+#[tokio::test]
+async fn a_default_config_stream_passes_unchanged_both_ways() {
+    let h = Harness::start().await;
+    const REQUEST: &str = "{\"model\": \"gpt-4o-mini\", \"stream\": true,\n \"messages\": [{\"role\": \"user\", \"content\": \"Stream, unchanged\"}]}";
+    let direct =
+        common::raw_post(&format!("{}/chat/completions", h.mock.base_url()), REQUEST).await;
+    let relayed = common::raw_post(&h.url("/v1/chat/completions"), REQUEST).await;
+    assert_eq!(relayed.0, 200);
+    assert_eq!(relayed, direct);
+    let sent = h.last_upstream_request("/v1/chat/completions");
+    assert_eq!(sent.body, REQUEST.as_bytes());
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::{Harness, http, metric};
 use serde_json::{Value, json};
-use sluice::config::{ClientKey, Price, Secret};
+use sluice::config::{ClientKey, Price, Secret, StreamUsage};
 use sluice::mock::{MockOptions, MockUpstream};
 
 const KEY: &str = "sk-report-team";
@@ -55,7 +55,13 @@ fn header_u64(response: &reqwest::Response, name: &str) -> u64 {
 }
 
 async fn counter(h: &Harness, name: &str, model: &str, label: &str, value: &str) -> f64 {
-    let series = format!("{name}{{model=\"{model}\",client=\"team\",{label}=\"{value}\"}}");
+    // Usage tokens are the upstream's own figures here.
+    let source = if name == "sluice_usage_tokens_total" {
+        ",usage_source=\"upstream\""
+    } else {
+        ""
+    };
+    let series = format!("{name}{{model=\"{model}\",client=\"team\",{label}=\"{value}\"{source}}}");
     metric(&format!("http://{}", h.sluice.addr()), &series)
         .await
         .unwrap_or(0.0)
@@ -113,6 +119,8 @@ async fn counters_and_costs_after_a_scripted_mix() {
             key: Secret::new(KEY),
         }];
         c.usage.prices.insert("report-*".into(), price);
+        // The upstream's figures for every stream: sluice asks for them.
+        c.usage.stream_usage = StreamUsage::Ask;
     })
     .await;
     let micro = |tokens: u64, per_million: f64| tokens as f64 * per_million / 1e6;

@@ -21,7 +21,7 @@
 //! to, only once they ended cleanly (`[DONE]`, or `response.completed` for
 //! the Responses API); one entry serves both forms.
 //!
-//! ```ignore
+//! ```text
 //! let layer = CacheLayer::new(&config.cache, settings);
 //! ```
 

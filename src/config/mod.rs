@@ -180,8 +180,9 @@ impl Config {
 /// (a plain rendering would put the prices under a `[prices.…]` header).
 fn render_usage(out: &mut String, usage: &UsageConfig) {
     out.push_str(&format!(
-        "\n[usage]\nstream_usage = {}\nmax_label_values = {}\n",
-        usage.stream_usage, usage.max_label_values
+        "\n[usage]\nstream_usage = \"{}\"\nmax_label_values = {}\n",
+        usage.stream_usage.as_str(),
+        usage.max_label_values
     ));
     if usage.prices.is_empty() {
         out.push_str("# no prices: costs are not estimated\n");

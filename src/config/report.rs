@@ -34,14 +34,64 @@ impl Default for LogConfig {
     }
 }
 
+/// `[usage] stream_usage`: how sluice learns what a streamed chat or
+/// completions answer used when its client did not ask for usage
+/// (`stream_options.include_usage`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamUsage {
+    /// The request and the stream pass unchanged; sluice counts the
+    /// completion from the streamed text with its own tokenizer, labelled
+    /// `usage_source="counted"`.
+    #[default]
+    Count,
+    /// sluice adds `stream_options.include_usage` to the request and leaves
+    /// the usage chunk out of what the client receives: the upstream's own
+    /// figures, at the price of a rewritten request and stream.
+    Ask,
+}
+
+impl StreamUsage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamUsage::Count => "count",
+            StreamUsage::Ask => "ask",
+        }
+    }
+}
+
+/// `"count"` or `"ask"`; `true` and `false`, from configs written before
+/// the choice had names, mean `"ask"` and `"count"`.
+impl<'de> Deserialize<'de> for StreamUsage {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Flag(bool),
+            Name(String),
+        }
+        match Written::deserialize(deserializer)? {
+            Written::Flag(true) => Ok(StreamUsage::Ask),
+            Written::Flag(false) => Ok(StreamUsage::Count),
+            Written::Name(name) => match name.as_str() {
+                "count" => Ok(StreamUsage::Count),
+                "ask" => Ok(StreamUsage::Ask),
+                other => Err(serde::de::Error::invalid_value(
+                    serde::de::Unexpected::Str(other),
+                    &"\"count\" or \"ask\"",
+                )),
+            },
+        }
+    }
+}
+
 /// `[usage]`: what the usage and savings metrics count and price.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UsageConfig {
-    /// Ask upstreams for usage on streamed chat and completions requests
-    /// (`stream_options.include_usage`); the extra chunk is removed for
-    /// clients that did not ask for it.
-    pub stream_usage: bool,
+    /// Where the usage of a streamed chat or completions answer comes from
+    /// when the client did not ask for it (see [`StreamUsage`]).
+    pub stream_usage: StreamUsage,
     /// Distinct models, and distinct clients, named in metric labels; later
     /// ones are counted under `other`.
     pub max_label_values: usize,
@@ -53,7 +103,7 @@ pub struct UsageConfig {
 impl Default for UsageConfig {
     fn default() -> Self {
         Self {
-            stream_usage: true,
+            stream_usage: StreamUsage::Count,
             max_label_values: 100,
             prices: std::collections::BTreeMap::new(),
         }

@@ -1037,3 +1037,25 @@ fn prices_load_validate_and_print_back() {
         .to_string();
     assert!(unknown.contains("outptu"), "{unknown}");
 }
+
+#[test]
+fn stream_usage_by_name_or_by_the_older_flag() {
+    for (written, read) in [
+        ("\"count\"", StreamUsage::Count),
+        ("\"ask\"", StreamUsage::Ask),
+        ("true", StreamUsage::Ask),
+        ("false", StreamUsage::Count),
+    ] {
+        let config = load_toml(&format!("[usage]\nstream_usage = {written}\n"));
+        assert_eq!(config.usage.stream_usage, read, "{written}");
+    }
+    assert_eq!(
+        load_env(&[("SLUICE_USAGE__STREAM_USAGE", "ask")])
+            .unwrap()
+            .usage
+            .stream_usage,
+        StreamUsage::Ask
+    );
+    let error = File::new("[usage]\nstream_usage = \"sometimes\"\n").error(&[]);
+    assert!(error.contains("\"count\" or \"ask\""), "{error}");
+}

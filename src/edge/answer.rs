@@ -7,7 +7,7 @@
 //! ([`Error::into_response`]), and the one place that writes the outcome's
 //! headers ([`Outcome::write_headers`]).
 //!
-//! ```ignore
+//! ```text
 //! let svc = ServiceBuilder::new().layer(AnswerLayer).service(inner);
 //! ```
 

@@ -5,7 +5,7 @@
 //! the request names it, and sets it on the answer. The answers below it are
 //! already made (errors included: see [`super::answer`]).
 //!
-//! ```ignore
+//! ```text
 //! let svc = ServiceBuilder::new()
 //!     .layer(RequestIdLayer)
 //!     .layer(AnswerLayer)

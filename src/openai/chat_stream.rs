@@ -177,6 +177,76 @@ impl Choice {
     }
 }
 
+/// The text a chat or completions stream generated, from its events'
+/// `data` payloads, whether or not it ended cleanly: each choice's
+/// `delta.content`, `delta.refusal`, `delta.reasoning_content`, tool call
+/// names and arguments, and completions' `text`, joined in order.
+pub fn streamed_text(events: &[Vec<u8>]) -> String {
+    use serde::Deserialize;
+    #[derive(Deserialize)]
+    struct Chunk<'a> {
+        #[serde(borrow, default)]
+        choices: Vec<Choice<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct Choice<'a> {
+        #[serde(borrow)]
+        delta: Option<Delta<'a>>,
+        #[serde(borrow)]
+        text: Option<std::borrow::Cow<'a, str>>,
+    }
+    #[derive(Deserialize)]
+    struct Delta<'a> {
+        #[serde(borrow)]
+        content: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow)]
+        refusal: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow)]
+        reasoning_content: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow, default)]
+        tool_calls: Option<Vec<ToolCall<'a>>>,
+    }
+    #[derive(Deserialize)]
+    struct ToolCall<'a> {
+        #[serde(borrow)]
+        function: Option<Function<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct Function<'a> {
+        #[serde(borrow)]
+        name: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow)]
+        arguments: Option<std::borrow::Cow<'a, str>>,
+    }
+    let mut text = String::new();
+    for data in events {
+        let Ok(chunk) = serde_json::from_slice::<Chunk<'_>>(data) else {
+            continue;
+        };
+        for choice in &chunk.choices {
+            if let Some(piece) = &choice.text {
+                text.push_str(piece);
+            }
+            let Some(delta) = &choice.delta else { continue };
+            for piece in [&delta.content, &delta.refusal, &delta.reasoning_content]
+                .into_iter()
+                .flatten()
+            {
+                text.push_str(piece);
+            }
+            for call in delta.tool_calls.iter().flatten() {
+                let Some(function) = &call.function else {
+                    continue;
+                };
+                for piece in [&function.name, &function.arguments].into_iter().flatten() {
+                    text.push_str(piece);
+                }
+            }
+        }
+    }
+    text
+}
+
 /// Content pieces of about this many characters per synthesised chunk.
 const PIECE_CHARS: usize = 24;
 
@@ -303,6 +373,20 @@ pub fn pieces(text: &str) -> Vec<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streamed_text_takes_every_generated_piece_even_without_an_end() {
+        let events: Vec<Vec<u8>> = [
+            r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":"Hel"}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"lo","reasoning_content":" think"}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"name":"f","arguments":"{\"a\":1}"}}]}}]}"#,
+            r#"{"choices":[{"index":0,"text":" done"}]}"#,
+            "not json",
+        ]
+        .map(|e| e.as_bytes().to_vec())
+        .to_vec();
+        assert_eq!(streamed_text(&events), "Hello thinkf{\"a\":1} done");
+    }
 
     fn stream_of(chunks: &[Value]) -> Vec<u8> {
         let mut out = Vec::new();

@@ -10,9 +10,10 @@
 //! layer hands the tally to [`Finished::record`], which counts and logs it.
 //!
 //! Counters (labels bounded by `[usage] max_label_values`, see [`labels`]):
-//! - `sluice_usage_tokens_total{model,client,kind}`: prompt, completion and
-//!   cached (prompt tokens the upstream's own cache served) tokens reported
-//!   by upstreams;
+//! - `sluice_usage_tokens_total{model,client,kind,usage_source}`: prompt,
+//!   completion and cached (prompt tokens the upstream's own cache served)
+//!   tokens, as upstreams reported them (`upstream`) or, for streams that
+//!   reported none, as sluice counted them (`counted`);
 //! - `sluice_saved_tokens_total{model,client,reason}`: tokens not sent or
 //!   not generated upstream: `pruned`, `compressed` (prompt tokens removed)
 //!   and `cache`, `coalesced` (the whole usage of the answer served);
@@ -32,7 +33,7 @@ use std::time::Duration;
 use metrics::{Counter, SharedString};
 
 use crate::config::{Config, Price};
-use crate::report::usage::{Reported, UsageSlot};
+use crate::report::usage::{Reported, Source, UsageSlot};
 
 pub const USAGE_TOKENS_TOTAL: &str = "sluice_usage_tokens_total";
 pub const SAVED_TOKENS_TOTAL: &str = "sluice_saved_tokens_total";
@@ -52,7 +53,7 @@ impl Reporter {
         labels::CLIENTS.set_max(config.usage.max_label_values);
         Arc::new(Reporter {
             access_log: config.log.access,
-            stream_usage: config.usage.stream_usage,
+            stream_usage: config.usage.stream_usage == crate::config::StreamUsage::Ask,
             prices: costs::Prices::new(&config.usage.prices),
         })
     }
@@ -191,13 +192,13 @@ impl Finished<'_> {
             .clone()
             .unwrap_or_else(|| SharedString::const_str(crate::context::ANONYMOUS));
         let success = self.status.is_some_and(|s| s.is_success());
-        let used = tally.0.usage.report();
+        let sourced = tally.0.usage.sourced();
         let counters = handles(&model, &client);
         let mut saved: Option<(Reason, Reported)> = None;
         match &notes.served {
             Served::Upstream => {
-                if let Some(used) = used {
-                    let [prompt, completion, cached] = &counters.usage;
+                if let Some((used, source)) = sourced {
+                    let [prompt, completion, cached] = &counters.usage[source as usize];
                     prompt.increment(used.prompt);
                     completion.increment(used.completion);
                     cached.increment(used.cached);
@@ -250,7 +251,7 @@ impl Finished<'_> {
             }
         }
         if reporter.access_log {
-            self.log(&notes, &model, &client, used);
+            self.log(&notes, &model, &client, sourced);
         }
     }
 
@@ -259,8 +260,9 @@ impl Finished<'_> {
         notes: &Notes,
         model: &SharedString,
         client: &SharedString,
-        used: Option<Reported>,
+        sourced: Option<(Reported, Source)>,
     ) {
+        let used = sourced.map(|(reported, _)| reported);
         let marks = self.marks;
         let status = self.status.map(|s| s.as_u16());
         let latency_ms = self.latency.as_secs_f64() * 1000.0;
@@ -290,6 +292,7 @@ impl Finished<'_> {
             prompt_tokens = used.map(|u| u.prompt),
             completion_tokens = used.map(|u| u.completion),
             cached_tokens = used.map(|u| u.cached),
+            usage_source = sourced.map(|(_, source)| source.as_str()),
             tokens_original = marks.prompt_tokens.map(|p| p.original),
             tokens_sent = marks.prompt_tokens.map(|p| p.sent),
             pruned = (notes.pruned > 0).then_some(notes.pruned),
@@ -302,8 +305,8 @@ impl Finished<'_> {
 /// One model and client's counters, registered once: a registry lookup
 /// with labels costs thousands of instructions, a held handle a few.
 struct Handles {
-    /// prompt, completion, cached.
-    usage: [Counter; 3],
+    /// By [`Source`]: prompt, completion, cached.
+    usage: [[Counter; 3]; 2],
     /// By [`Reason`].
     saved_tokens: [Counter; 4],
     /// cache, coalesced.
@@ -354,8 +357,13 @@ fn handles(model: &SharedString, client: &SharedString) -> Arc<Handles> {
         ]
     };
     let handles = Arc::new(Handles {
-        usage: ["prompt", "completion", "cached"]
-            .map(|kind| metrics::counter!(USAGE_TOKENS_TOTAL, &labels("kind", kind))),
+        usage: [Source::Upstream, Source::Counted].map(|source| {
+            ["prompt", "completion", "cached"].map(|kind| {
+                let [model, client, kind] = labels("kind", kind);
+                let source = ("usage_source", SharedString::const_str(source.as_str()));
+                metrics::counter!(USAGE_TOKENS_TOTAL, &[model, client, kind, source])
+            })
+        }),
         saved_tokens: Reason::ALL
             .map(|reason| metrics::counter!(SAVED_TOKENS_TOTAL, &labels("reason", reason.label()))),
         saved_requests: [Reason::Cache, Reason::Coalesced].map(|reason| {
@@ -375,7 +383,7 @@ pub fn describe() {
     use metrics::describe_counter;
     describe_counter!(
         USAGE_TOKENS_TOTAL,
-        "Tokens upstreams reported using, by model, client and kind (prompt, completion, cached: prompt tokens served by the upstream's own prompt cache)."
+        "Tokens requests used, by model, client, kind (prompt, completion, cached: prompt tokens served by the upstream's own prompt cache) and usage_source (upstream: as the upstream reported; counted: by sluice's tokenizer, for streams that reported none)."
     );
     describe_counter!(
         SAVED_TOKENS_TOTAL,

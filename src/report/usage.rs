@@ -42,11 +42,53 @@ pub struct Reported {
     pub total: u64,
 }
 
-#[derive(Debug, Default)]
+/// Whose figures a request's usage is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The upstream reported them.
+    Upstream,
+    /// The upstream reported none; sluice counted them with its tokenizer.
+    Counted,
+}
+
+impl Source {
+    /// The `usage_source` label and access-log field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Upstream => "upstream",
+            Source::Counted => "counted",
+        }
+    }
+}
+
+/// Counts what a streamed answer that reported no usage used, from its
+/// events' `data` payloads; `None` when it cannot tell.
+pub type Count = Box<dyn FnOnce(&[Vec<u8>]) -> Option<Reported> + Send + Sync>;
+
+/// What is known of a request's usage.
+#[derive(Default)]
+enum Known {
+    #[default]
+    Nothing,
+    Reported(Reported, Source),
+    /// The answer is over and kept; reading it is left to the first who
+    /// asks, after its last byte went to the client.
+    Later(Box<dyn FnOnce() -> Option<(Reported, Source)> + Send>),
+}
+
+#[derive(Default)]
 struct Cell {
-    reported: Mutex<Option<Reported>>,
+    known: Mutex<Known>,
     /// Usage is wanted for streams too: ask for it where it is optional.
     ask: AtomicBool,
+}
+
+impl std::fmt::Debug for Cell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cell")
+            .field("ask", &self.ask.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where the usage the upstream reported for one request ends up. Clones
@@ -55,18 +97,35 @@ struct Cell {
 pub struct UsageSlot(Arc<Cell>);
 
 impl UsageSlot {
-    /// Total tokens (prompt plus completion) the upstream reported, if it did.
+    /// Total tokens (prompt plus completion) the request used, if known.
     pub fn get(&self) -> Option<u64> {
         self.report().map(|r| r.total)
     }
 
-    /// Everything the upstream reported, if it did.
+    /// Everything the request used, if known.
     pub fn report(&self) -> Option<Reported> {
-        *self
+        self.sourced().map(|(reported, _)| reported)
+    }
+
+    /// What the request used and whose figures they are, if known. The
+    /// first call after a kept answer reads it.
+    pub fn sourced(&self) -> Option<(Reported, Source)> {
+        let mut known = self
             .0
-            .reported
+            .known
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Known::Later(_) = &*known
+            && let Known::Later(read) = std::mem::take(&mut *known)
+        {
+            if let Some((reported, source)) = read() {
+                *known = Known::Reported(reported, source);
+            }
+        }
+        match &*known {
+            Known::Reported(reported, source) => Some((*reported, *source)),
+            _ => None,
+        }
     }
 
     /// Asks for usage on streams too (see [`ask`]).
@@ -80,11 +139,15 @@ impl UsageSlot {
     }
 
     fn set(&self, reported: Reported) {
+        self.put(Known::Reported(reported, Source::Upstream));
+    }
+
+    fn put(&self, known: Known) {
         *self
             .0
-            .reported
+            .known
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reported);
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = known;
     }
 }
 
@@ -118,9 +181,16 @@ pub fn ask(api: &mut ApiRequest) -> bool {
 pub enum Shape {
     /// One JSON document with a top-level `usage`.
     Json,
-    /// Server-sent events; `strip` removes the usage-only chunk.
+    /// Server-sent events. With `strip`, read event by event and the
+    /// usage-only chunk removed; without, relayed frame by frame as they
+    /// came and read once the last byte is gone.
     Events { strip: bool },
 }
+
+/// The most of a relayed stream kept to read its usage from afterwards;
+/// past it the oldest frames go (the usage comes last) and nothing is
+/// counted.
+const MAX_KEPT: usize = 4 * 1024 * 1024;
 
 /// The answer's body, read for its usage on the way through.
 pub struct Observed {
@@ -133,6 +203,13 @@ pub struct Observed {
     /// JSON: gave up reading (too large).
     skip: bool,
     done: bool,
+    /// A stream relayed as it came: its frames, to read afterwards.
+    kept: std::collections::VecDeque<Bytes>,
+    kept_len: usize,
+    /// Frames of `kept` were let go (the stream outgrew [`MAX_KEPT`]).
+    cut: bool,
+    /// Counts a kept stream that reported no usage.
+    count: Option<Count>,
 }
 
 impl Observed {
@@ -144,7 +221,53 @@ impl Observed {
             pending: BytesMut::new(),
             skip: false,
             done: false,
+            kept: std::collections::VecDeque::new(),
+            kept_len: 0,
+            cut: false,
+            count: None,
         }
+    }
+
+    /// Counts the answer with `count` when it is a relayed stream that
+    /// reported no usage of its own.
+    pub fn counted_by(mut self, count: Count) -> Observed {
+        self.count = Some(count);
+        self
+    }
+
+    /// Keeps a relayed frame (sharing its bytes) for reading afterwards.
+    fn keep(&mut self, data: &Bytes) {
+        self.kept_len += data.len();
+        self.kept.push_back(data.clone());
+        while self.kept_len > MAX_KEPT {
+            let Some(old) = self.kept.pop_front() else {
+                break;
+            };
+            self.kept_len -= old.len();
+            self.cut = true;
+        }
+    }
+
+    /// At the end of a relayed stream: leaves reading it to whoever asks
+    /// for its usage first, once the client has it all.
+    fn read_later(&mut self) {
+        let kept = std::mem::take(&mut self.kept);
+        let cut = self.cut;
+        let count = self.count.take();
+        self.slot.put(Known::Later(Box::new(move || {
+            let mut whole = Vec::with_capacity(kept.iter().map(Bytes::len).sum());
+            for frame in &kept {
+                whole.extend_from_slice(frame);
+            }
+            let events = sse::data_events(&whole);
+            if let Some(reported) = events.iter().rev().find_map(|data| usage_of_event(data)) {
+                return Some((reported, Source::Upstream));
+            }
+            if cut {
+                return None;
+            }
+            count?(&events).map(|reported| (reported, Source::Counted))
+        })));
     }
 
     /// Whole events of `data` (after what was pending) with the usage-only
@@ -197,22 +320,13 @@ impl Observed {
         let Some(data) = sse::data_of(event) else {
             return false;
         };
-        let Ok(chunk) = serde_json::from_slice::<Chunk>(&data) else {
-            return false;
-        };
-        if let Some(usage) = chunk.usage.as_ref().and_then(Usage::reported) {
-            self.slot.set(usage);
-            return chunk.choices.is_some_and(|c| c.is_empty());
+        match chunk_usage(&data) {
+            Some((usage, usage_only)) => {
+                self.slot.set(usage);
+                usage_only
+            }
+            None => false,
         }
-        if let Some(usage) = chunk
-            .response
-            .and_then(|r| r.usage)
-            .as_ref()
-            .and_then(Usage::reported)
-        {
-            self.slot.set(usage);
-        }
-        false
     }
 }
 
@@ -268,8 +382,16 @@ impl HttpBody for Observed {
                     }
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                Shape::Events { strip } => {
-                    if let Some(out) = this.events(data, strip)
+                Shape::Events { strip: false } => {
+                    this.keep(&data);
+                    if this.inner.is_end_stream() {
+                        this.done = true;
+                        this.read_later();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Shape::Events { strip: true } => {
+                    if let Some(out) = this.events(data, true)
                         && !out.is_empty()
                     {
                         return Poll::Ready(Some(Ok(Frame::data(out))));
@@ -304,7 +426,11 @@ impl Observed {
                 }
                 None
             }
-            Shape::Events { .. } => {
+            Shape::Events { strip: false } => {
+                self.read_later();
+                None
+            }
+            Shape::Events { strip: true } => {
                 let rest = self.pending.split().freeze();
                 if !rest.is_empty() {
                     self.read_event(&rest);
@@ -398,6 +524,29 @@ struct Chunk {
     response: Option<Answer>,
 }
 
+/// The usage an event's `data` reports, if any.
+fn usage_of_event(data: &[u8]) -> Option<Reported> {
+    if !has_usage_object(data) {
+        return None;
+    }
+    chunk_usage(data).map(|(usage, _)| usage)
+}
+
+/// The usage of one streamed chunk (chat, completions) or event
+/// (Responses), and whether the chunk carries only usage (no choices).
+fn chunk_usage(data: &[u8]) -> Option<(Reported, bool)> {
+    let chunk = serde_json::from_slice::<Chunk>(data).ok()?;
+    if let Some(usage) = chunk.usage.as_ref().and_then(Usage::reported) {
+        return Some((usage, chunk.choices.is_some_and(|c| c.is_empty())));
+    }
+    chunk
+        .response
+        .and_then(|r| r.usage)
+        .as_ref()
+        .and_then(Usage::reported)
+        .map(|usage| (usage, false))
+}
+
 /// Whether `event` has a `"usage"` key whose value is an object (not the
 /// `null` every other chunk carries once usage was asked for).
 fn has_usage_object(event: &[u8]) -> bool {
@@ -429,6 +578,87 @@ mod tests {
         crate::body::boxed(http_body_util::StreamBody::new(futures_util::stream::iter(
             frames,
         )))
+    }
+
+    /// A relayed stream goes frame for frame as it came; with no usage of
+    /// its own it is counted, once asked, and said to be counted.
+    #[tokio::test]
+    async fn a_relayed_stream_without_usage_is_counted_afterwards() {
+        let slot = UsageSlot::default();
+        let halves = [
+            "data: {\"choices\":[{\"delta\":{\"con",
+            "tent\":\"hi\"}}]}\n\n",
+            DONE,
+        ];
+        let seen: std::sync::Arc<Mutex<Vec<Vec<u8>>>> = std::sync::Arc::default();
+        let log = seen.clone();
+        let observed = Observed::new(
+            body_of(&halves),
+            Shape::Events { strip: false },
+            slot.clone(),
+        )
+        .counted_by(Box::new(move |events| {
+            *log.lock().unwrap_or_else(|e| e.into_inner()) = events.to_vec();
+            Some(Reported {
+                prompt: 4,
+                completion: 1,
+                cached: 0,
+                total: 5,
+            })
+        }));
+        let mut frames = Vec::new();
+        let mut body = std::pin::pin!(observed);
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(frame) => frames.extend(frame.into_data().ok()),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(
+            frames,
+            halves.map(|h| Bytes::from_static(h.as_bytes())),
+            "frames as they came"
+        );
+        assert!(
+            seen.lock().unwrap_or_else(|e| e.into_inner()).is_empty(),
+            "read only when asked"
+        );
+        let (reported, source) = slot.sourced().unwrap_or_else(|| panic!("no usage"));
+        assert_eq!((reported.total, source), (5, Source::Counted));
+        let events = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        assert_eq!(
+            events,
+            [
+                br#"{"choices":[{"delta":{"content":"hi"}}]}"#.to_vec(),
+                b"[DONE]".to_vec()
+            ]
+        );
+        assert_eq!(
+            slot.sourced().map(|(r, s)| (r.total, s)),
+            Some((5, Source::Counted)),
+            "kept"
+        );
+    }
+
+    /// A relayed stream that carries usage is not counted.
+    #[tokio::test]
+    async fn a_relayed_stream_with_usage_keeps_the_upstreams_figures() {
+        let slot = UsageSlot::default();
+        let observed = Observed::new(
+            body_of(&[CHUNK, USAGE, DONE]),
+            Shape::Events { strip: false },
+            slot.clone(),
+        )
+        .counted_by(Box::new(|_| panic!("counted a stream that reported usage")));
+        let out = match observed.collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(out, [CHUNK, USAGE, DONE].concat().as_bytes());
+        assert_eq!(
+            slot.sourced().map(|(r, s)| (r.total, s)),
+            Some((12, Source::Upstream))
+        );
     }
 
     async fn run(chunks: &[&'static str], shape: Shape) -> (String, Option<u64>) {

@@ -45,7 +45,8 @@ use self::retry::{RetryPolicy, RetrySettings};
 use crate::body::Body;
 use crate::edge::timeout::Deadline;
 use crate::error::Error;
-use crate::openai::ApiRequest;
+use crate::openai::{ApiRequest, Endpoint, chat_stream};
+use crate::tokens::{self, Counter};
 
 pub use crate::error::UpstreamError;
 
@@ -56,21 +57,37 @@ pub struct UpstreamService {
     upstreams: Arc<Upstreams>,
     retry: Arc<RetrySettings>,
     body_limit: u64,
+    /// Counts the completion of a stream that reported no usage.
+    counter: Arc<Counter>,
 }
 
 impl UpstreamService {
-    pub fn new(upstreams: Arc<Upstreams>, retry: Arc<RetrySettings>, body_limit: u64) -> Self {
+    pub fn new(
+        upstreams: Arc<Upstreams>,
+        retry: Arc<RetrySettings>,
+        body_limit: u64,
+        counter: Arc<Counter>,
+    ) -> Self {
         UpstreamService {
             upstreams,
             retry,
             body_limit,
+            counter,
         }
     }
 }
 
 /// Reads the answer's usage into `slot` as it passes (and leaves out the
-/// usage chunk the client did not ask for, when `strip`).
-fn observe(answer: Response<Body>, slot: usage::UsageSlot, strip: bool) -> Response<Body> {
+/// usage chunk the client did not ask for, when `strip`). A chat or
+/// completions stream that reports no usage is counted with `counter` once
+/// it is over.
+fn observe(
+    answer: Response<Body>,
+    slot: usage::UsageSlot,
+    strip: bool,
+    prepared: &Arc<Prepared>,
+    counter: &Arc<Counter>,
+) -> Response<Body> {
     let events = answer
         .headers()
         .get(http::header::CONTENT_TYPE)
@@ -80,7 +97,33 @@ fn observe(answer: Response<Body>, slot: usage::UsageSlot, strip: bool) -> Respo
     } else {
         usage::Shape::Json
     };
-    answer.map(|body| crate::body::boxed(usage::Observed::new(body, shape, slot)))
+    let countable = events
+        && !strip
+        && prepared.api.as_ref().is_some_and(|api| {
+            matches!(
+                api.endpoint(),
+                Endpoint::ChatCompletions | Endpoint::Completions
+            )
+        });
+    answer.map(|body| {
+        let observed = usage::Observed::new(body, shape, slot);
+        if !countable {
+            return crate::body::boxed(observed);
+        }
+        let (prepared, counter) = (prepared.clone(), counter.clone());
+        crate::body::boxed(observed.counted_by(Box::new(move |events| {
+            let api = prepared.api.as_ref()?;
+            let encoding = counter.encoding(api.model());
+            let completion = counter.text(encoding, &chat_stream::streamed_text(events));
+            let prompt = tokens::prompt::request(&counter, api);
+            Some(usage::Reported {
+                prompt,
+                completion,
+                cached: 0,
+                total: prompt + completion,
+            })
+        })))
+    })
 }
 
 /// How long a request without a [`Deadline`] (one not built by sluice's
@@ -102,6 +145,7 @@ impl Service<Request<Body>> for UpstreamService {
         let upstreams = self.upstreams.clone();
         let retry = self.retry.clone();
         let body_limit = self.body_limit;
+        let counter = self.counter.clone();
         Box::pin(async move {
             let (mut parts, body) = req.into_parts();
             let mut api = parts.extensions.remove::<ApiRequest>();
@@ -143,8 +187,9 @@ impl Service<Request<Body>> for UpstreamService {
                 body_limit,
             };
             let policy = RetryPolicy::new(retry, upstreams);
+            let prepared = Arc::new(prepared);
             let t = Try {
-                prepared: Arc::new(prepared),
+                prepared: prepared.clone(),
                 upstream: first,
                 deadline,
             };
@@ -153,7 +198,9 @@ impl Service<Request<Body>> for UpstreamService {
                 .await
                 .map_err(AttemptError::into_error)?;
             Ok(match usage {
-                Some(slot) if answer.status().is_success() => observe(answer, slot, strip),
+                Some(slot) if answer.status().is_success() => {
+                    observe(answer, slot, strip, &prepared, &counter)
+                }
                 _ => answer,
             })
         })

@@ -226,3 +226,21 @@ pub fn stderr_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receive
     });
     rx
 }
+
+/// The client's exact bytes, sent to `url`; the status, content type and
+/// body that came back.
+pub async fn raw_post(url: &str, body: &'static str) -> (u16, String, bytes::Bytes) {
+    let response = http()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    (status, content_type, response.bytes().await.unwrap())
+}

@@ -11,7 +11,7 @@
 //! closes it when Redis answers. Whether calls may go out is read from an
 //! atomic, so a lookup with the breaker open takes no lock.
 //!
-//! ```ignore
+//! ```text
 //! if breaker.allows() { /* call Redis */ breaker.record(outcome_ok) }
 //! ```
 

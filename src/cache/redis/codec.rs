@@ -5,7 +5,7 @@
 //! [`COMPRESS_OVER`] bytes are compressed when that makes them smaller, which
 //! cuts Redis memory and network time for long completions.
 //!
-//! ```ignore
+//! ```text
 //! let stored = encode(b"{\"id\":\"chatcmpl-1\"}");
 //! assert_eq!(decode(Bytes::from(stored)).as_deref(), Some(&b"{\"id\":\"chatcmpl-1\"}"[..]));
 //! ```

@@ -16,7 +16,7 @@
 //! with comma-separated nodes (`redis+cluster://:pw@10.0.0.1:7000,10.0.0.2:7000`)
 //! or a comma-separated list of `redis://` node URLs.
 //!
-//! ```ignore
+//! ```text
 //! let tier = RedisTier::start(RedisOptions {
 //!     url: "redis://127.0.0.1:6379".into(),
 //!     timeout: Duration::from_millis(50),
