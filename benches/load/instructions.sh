@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # Instructions per proxied request, counted by callgrind: repeatable on a shared
 # machine, unlike timings. Runs sluice (one worker) under valgrind in front of the
-# mock upstream twice, with N1 and N2 requests (oha -c 4), and prints
+# mock upstream twice, with N1 and N2 requests (drive.py, 4 keep-alive
+# connections), and prints
 # (Ir(N2) - Ir(N1)) / (N2 - N1), so start-up and shutdown cancel out.
 #
-#   benches/load/instructions.sh              # N1=200 N2=1200
+#   benches/load/instructions.sh              # N1=200 N2=1200, MODE=json
+#   MODE=stream benches/load/instructions.sh  # streamed pass-through
+#   MODE=hit benches/load/instructions.sh     # memory-cache hits (the same request again)
 #   SLUICE_BIN=path/to/sluice benches/load/instructions.sh
 #   LOG_LEVEL=info benches/load/instructions.sh   # with the access line (default: warn)
+#
+# json and stream run with nothing switched on (cache, compression, pruning off);
+# hit with the memory cache on, so every request after the first is a hit.
 #
 # Leaves the two callgrind files in $OUT (default: a temp dir) for callgrind_annotate.
 set -euo pipefail
@@ -14,8 +20,15 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 N1=${N1:-200}
 N2=${N2:-1200}
 OUT=${OUT:-$(mktemp -d)}
+mkdir -p "$OUT"
+MODE=${MODE:-json}
+case $MODE in
+    json) BODY=request.json CACHE=false ;;
+    stream) BODY=request-stream.json CACHE=false ;;
+    hit) BODY=request.json CACHE=true ;;
+    *) echo "MODE is json, stream or hit, not $MODE" >&2; exit 2 ;;
+esac
 command -v valgrind >/dev/null || apt-get install -y valgrind
-command -v oha >/dev/null || cargo install oha --locked
 BIN=${SLUICE_BIN:-}
 if [[ -z $BIN ]]; then
     (cd "$ROOT" && cargo build --release)
@@ -30,7 +43,8 @@ trap 'kill $MOCK 2>/dev/null || true' EXIT
 
 run() {
     local n=$1 file=$2
-    env -i PATH="$PATH" SLUICE_LOG__LEVEL="${LOG_LEVEL:-warn}" SLUICE_CACHE__ENABLED=false \
+    env -i PATH="$PATH" SLUICE_LOG__LEVEL="${LOG_LEVEL:-warn}" SLUICE_CACHE__ENABLED=$CACHE \
+        SLUICE_COMPRESS__LEVEL=off SLUICE_PRUNE__ENABLED=false \
         SLUICE_SERVER__WORKERS=1 SLUICE_UPSTREAMS__0__PREWARM=0 \
         valgrind --tool=callgrind --callgrind-out-file="$file" \
         "$BIN" serve --listen "127.0.0.1:$PROXY" --upstream "http://127.0.0.1:$UP/v1" \
@@ -40,9 +54,8 @@ run() {
         curl -sf -o /dev/null "http://127.0.0.1:$PROXY/healthz" && break
         sleep 0.1
     done
-    oha -c 4 -n "$n" --no-tui -m POST -H 'content-type: application/json' \
-        -D "$ROOT/benches/load/fixtures/request.json" \
-        "http://127.0.0.1:$PROXY/v1/chat/completions" >/dev/null
+    python3 "$ROOT/benches/load/drive.py" "http://127.0.0.1:$PROXY/v1/chat/completions" \
+        "$ROOT/benches/load/fixtures/$BODY" "$n" 4
     kill -INT "$pid"
     # Graceful shutdown under valgrind is slow; do not leave it behind.
     for _ in $(seq 1 300); do

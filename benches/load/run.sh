@@ -113,8 +113,10 @@ done
 start_sluice() { # name listen upstream-base-url
     local name=$1
     # Run from the temp dir so no config/sluice.toml is picked up: built-in defaults,
-    # with the cache off so the forwarding path is what gets measured.
+    # with the cache and compression off so the pass-through path is what gets
+    # measured (pruning is off by default).
     (cd "$TMP" && exec env "${SLUICE_ENV[@]}" SLUICE_LOG__LEVEL=warn SLUICE_CACHE__ENABLED=false \
+        SLUICE_COMPRESS__LEVEL=off \
         "$SLUICE" serve --listen "$2" --upstream "$3") >"$TMP/$name.log" 2>&1 &
     PIDS+=($!)
     eval "PID_${name//-/_}=$!"
@@ -313,7 +315,7 @@ eval "args=($(oha_args rate_stream))"
 oha_rate="oha $(show_args "${args[@]}")URL?stream=1"
 write_meta "$META" "command=$cmd" \
     "versions=$(sluice_version), $(nginx_version), $("$OHA" --version)" \
-    "settings=$DURATION per run, $ROUNDS round(s), targets interleaved; nginx worker_processes $NGINX_WORKERS ($NGINX_PROCS processes incl. master), keepalive 64 to the upstream; sluice built-in defaults with the cache off, log level warn; open files limit $NOFILE" \
+    "settings=$DURATION per run, $ROUNDS round(s), targets interleaved; nginx worker_processes $NGINX_WORKERS ($NGINX_PROCS processes incl. master), keepalive 64 to the upstream; sluice built-in defaults with the cache and compression off, log level warn; open files limit $NOFILE" \
     "oha_closed=$oha_closed" "oha_rate=$oha_rate" \
     "scenarios:pairs=$(for k in "${SCENARIOS[@]}"; do printf '%s\t%s\n' "$k" "${TITLE[$k]}"; done)" \
     "sluice_idle_rss_kb:int=$SLUICE_IDLE_RSS" \

@@ -279,6 +279,10 @@ impl ApiRequest {
 /// serde_json stops at 128 levels, but only where it builds values: a raw
 /// field is skipped without a limit and would fail later, in a layer.
 pub fn nested_deeper_than(json: &[u8], max: usize) -> bool {
+    // No deeper than it has openers: most bodies are told by a quick count.
+    if memchr::memchr2_iter(b'[', b'{', json).take(max + 1).count() <= max {
+        return false;
+    }
     let mut depth = 0usize;
     let mut at = 0;
     while let Some(&byte) = json.get(at) {

@@ -9,7 +9,11 @@
 pub fn data_events(body: &[u8]) -> Vec<Vec<u8>> {
     let mut events = Vec::new();
     let mut data: Option<Vec<u8>> = None;
-    for line in body.split(|b| *b == b'\n') {
+    let mut start = 0;
+    let ends = memchr::memchr_iter(b'\n', body).chain(std::iter::once(body.len()));
+    for end in ends {
+        let line = &body[start..end];
+        start = end + 1;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
             if let Some(payload) = data.take() {

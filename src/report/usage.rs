@@ -259,14 +259,26 @@ impl Observed {
             for frame in &kept {
                 whole.extend_from_slice(frame);
             }
-            let events = sse::data_events(&whole);
-            if let Some(reported) = events.iter().rev().find_map(|data| usage_of_event(data)) {
+            // The usage comes last: look from the end, event by event.
+            let mut starts: Vec<usize> =
+                std::iter::once(0).chain(sse::event_ends(&whole)).collect();
+            starts.push(whole.len());
+            let reported = starts.windows(2).rev().find_map(|w| {
+                let event = &whole[w[0]..w[1]];
+                if !has_usage_object(event) {
+                    return None;
+                }
+                sse::data_of(event)
+                    .and_then(|data| chunk_usage(&data))
+                    .map(|(usage, _)| usage)
+            });
+            if let Some(reported) = reported {
                 return Some((reported, Source::Upstream));
             }
             if cut {
                 return None;
             }
-            count?(&events).map(|reported| (reported, Source::Counted))
+            count?(&sse::data_events(&whole)).map(|reported| (reported, Source::Counted))
         })));
     }
 
@@ -522,14 +534,6 @@ struct Chunk {
     usage: Option<Usage>,
     choices: Option<Vec<IgnoredAny>>,
     response: Option<Answer>,
-}
-
-/// The usage an event's `data` reports, if any.
-fn usage_of_event(data: &[u8]) -> Option<Reported> {
-    if !has_usage_object(data) {
-        return None;
-    }
-    chunk_usage(data).map(|(usage, _)| usage)
 }
 
 /// The usage of one streamed chunk (chat, completions) or event
