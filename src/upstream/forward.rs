@@ -68,38 +68,40 @@ pub(super) fn upstream_uri(
 /// `Connection` header names), `Host` (the upstream's is set from its URL),
 /// `Expect`, and sluice's own `x-sluice-*` request headers.
 pub(super) fn strip_request_headers(headers: &mut HeaderMap) {
-    strip_hop_by_hop(headers);
-    headers.remove(header::HOST);
-    headers.remove(header::EXPECT);
-    let sluice: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| name.as_str().starts_with("x-sluice-"))
-        .cloned()
-        .collect();
-    for name in sluice {
-        headers.remove(name);
-    }
+    strip(headers, |name| {
+        name == header::HOST || name == header::EXPECT || name.as_str().starts_with("x-sluice-")
+    });
 }
 
 pub(super) fn strip_response_headers(headers: &mut HeaderMap) {
-    strip_hop_by_hop(headers);
+    strip(headers, |_| false);
     if let Some(id) = headers.remove(&crate::edge::request_id::X_REQUEST_ID) {
         headers.insert(X_UPSTREAM_REQUEST_ID.clone(), id);
     }
 }
 
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+/// Removes the hop-by-hop headers (those `Connection` names too) and those
+/// `also` picks. One pass over the names present, and a removal only for
+/// those found: most requests carry none, and a lookup per known name
+/// would cost a hash each.
+fn strip(headers: &mut HeaderMap, also: impl Fn(&HeaderName) -> bool) {
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        if HOP_BY_HOP.contains(name) || also(name) {
+            doomed.push(name.clone());
+        }
     }
-    for name in &HOP_BY_HOP {
+    if doomed.contains(&header::CONNECTION) {
+        doomed.extend(
+            headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok()),
+        );
+    }
+    for name in doomed {
         headers.remove(name);
     }
 }
