@@ -5,41 +5,13 @@
 
 mod common;
 
-use common::{Harness, error_of, http};
+use common::prompt::{count, counts, send};
+use common::{Harness, error_of};
 use serde_json::{Value, json};
 use sluice::config::CompressLevel;
 use sluice::mock::MockOptions;
-use sluice::openai::{ApiRequest, Endpoint};
-use sluice::tokens::{Counter, Encoding, prompt};
-
-async fn send(
-    h: &Harness,
-    path: &str,
-    body: &Value,
-    headers: &[(&str, &str)],
-) -> reqwest::Response {
-    let mut request = http().post(h.url(path)).json(body);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    request.send().await.unwrap()
-}
-
-fn header(response: &reqwest::Response, name: &str) -> Option<u64> {
-    response.headers().get(name)?.to_str().ok()?.parse().ok()
-}
-
-fn counts(response: &reqwest::Response) -> (u64, u64) {
-    (
-        header(response, "x-sluice-prompt-tokens-original").unwrap(),
-        header(response, "x-sluice-prompt-tokens-sent").unwrap(),
-    )
-}
-
-fn count(endpoint: Endpoint, body: &Value) -> u64 {
-    let api = ApiRequest::parse(endpoint, serde_json::to_vec(body).unwrap().into()).unwrap();
-    prompt::request(&Counter::new(Encoding::O200kBase), &api)
-}
+use sluice::openai::Endpoint;
+use sluice::tokens::Encoding;
 
 fn file(name: &str, lines: usize) -> String {
     (0..lines)

@@ -5,6 +5,7 @@
 #![expect(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
 
 pub mod net;
+pub mod prompt;
 pub mod redis;
 
 use std::future::Future;
