@@ -191,14 +191,18 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let lifecycle = Arc::new(Lifecycle::default());
     let settings = Settings::from(&config);
     let shared = Shared::new(&config, &settings, lifecycle.clone());
-    // The token encoder loads in tens of milliseconds: off the request path,
-    // so the first requests do not wait for it.
-    let encoding = config.tokens.fallback_encoding;
-    let loader = std::thread::Builder::new().name("sluice-tokens-load".into());
-    if let Err(error) = loader.spawn(move || {
-        let _ = encoding.tokenizer();
-    }) {
-        tracing::debug!(%error, "token encoder loads on first use instead");
+    // The token encoder loads in tens of milliseconds and takes megabytes:
+    // when a feature counts on the request path it loads now, off that
+    // path, so the first requests do not wait for it; otherwise on first
+    // use (a stream that reports no usage is counted after its last byte).
+    if crate::tokens::service::needs_counts(&config) {
+        let encoding = config.tokens.fallback_encoding;
+        let loader = std::thread::Builder::new().name("sluice-tokens-load".into());
+        if let Err(error) = loader.spawn(move || {
+            let _ = encoding.tokenizer();
+        }) {
+            tracing::debug!(%error, "token encoder loads on first use instead");
+        }
     }
     // One health per upstream for all workers.
     let upstreams = worker_upstreams(&config, workers, &shared)?;
