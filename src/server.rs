@@ -194,15 +194,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     // The token encoder loads in tens of milliseconds and takes megabytes:
     // when a feature counts on the request path it loads now, off that
     // path, so the first requests do not wait for it; otherwise on first
-    // use (a stream that reports no usage is counted after its last byte).
+    // use (a stream that may need counting starts the load when it starts).
     if crate::tokens::service::needs_counts(&config) {
-        let encoding = config.tokens.fallback_encoding;
-        let loader = std::thread::Builder::new().name("sluice-tokens-load".into());
-        if let Err(error) = loader.spawn(move || {
-            let _ = encoding.tokenizer();
-        }) {
-            tracing::debug!(%error, "token encoder loads on first use instead");
-        }
+        config.tokens.fallback_encoding.preload();
     }
     // One health per upstream for all workers.
     let upstreams = worker_upstreams(&config, workers, &shared)?;

@@ -82,6 +82,23 @@ impl Encoding {
         tokenizer
     }
 
+    /// Loads the tokenizer on a thread of its own, once per process, so
+    /// that no async worker waits for it when it first counts.
+    pub fn preload(self) {
+        static STARTED: [std::sync::Once; 2] = [std::sync::Once::new(), std::sync::Once::new()];
+        if self.is_loaded() {
+            return;
+        }
+        STARTED[self as usize].call_once(|| {
+            let loader = std::thread::Builder::new().name("sluice-tokens-load".into());
+            if let Err(error) = loader.spawn(move || {
+                let _ = self.tokenizer();
+            }) {
+                tracing::debug!(%error, "token encoder loads on first use instead");
+            }
+        });
+    }
+
     /// Whether the tokenizer is loaded: counting with it now is quick.
     pub fn is_loaded(self) -> bool {
         LOADED[self as usize].load(Ordering::Acquire)

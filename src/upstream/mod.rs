@@ -110,6 +110,9 @@ fn observe(
         if !countable {
             return crate::body::boxed(observed);
         }
+        if let Some(api) = &prepared.api {
+            counter.encoding(api.model()).preload();
+        }
         let (prepared, counter) = (prepared.clone(), counter.clone());
         crate::body::boxed(observed.counted_by(Box::new(move |events| {
             let api = prepared.api.as_ref()?;
