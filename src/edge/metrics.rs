@@ -132,18 +132,31 @@ impl Drop for Record {
         let latency = self.start.elapsed();
         metrics::histogram!(REQUEST_DURATION, "endpoint" => self.endpoint)
             .record(latency.as_secs_f64());
-        if let Some(access) = &self.access {
+        let Some(access) = self.access.take() else {
+            return;
+        };
+        let (endpoint, status) = (self.endpoint, self.status);
+        let pending = access.tally.usage_pending();
+        let record = move || {
             Finished {
                 method: &access.method,
                 path: access.uri.path(),
-                endpoint: self.endpoint,
-                status: self.status,
+                endpoint,
+                status,
                 latency,
                 head: access.head,
                 request_id: access.request_id.as_ref().and_then(|v| v.to_str().ok()),
                 marks: &access.marks,
             }
             .record(&access.tally);
+        };
+        // A stream whose usage sluice counts is read now, after its last
+        // byte: on the blocking pool, not on the worker serving others.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) if pending => {
+                drop(runtime.spawn_blocking(record));
+            }
+            _ => record(),
         }
     }
 }

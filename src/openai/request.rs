@@ -49,7 +49,7 @@ impl Field {
     }
 
     /// The elements of an array value, split on the first call only.
-    fn items(&self) -> impl ExactSizeIterator<Item = &str> {
+    fn items(&self) -> impl Iterator<Item = &str> {
         let ranges = self.items.get_or_init(|| {
             let base = self.value.as_ptr() as usize;
             serde_json::from_slice::<Vec<&RawValue>>(&self.value)
@@ -61,10 +61,11 @@ impl Field {
                 })
                 .collect()
         });
-        // Each range is a whole JSON value serde_json read as UTF-8.
+        // Each range is a whole JSON value serde_json read as UTF-8, so
+        // none is left out here.
         ranges
             .iter()
-            .map(|range| std::str::from_utf8(&self.value[range.clone()]).unwrap_or("null"))
+            .filter_map(|range| std::str::from_utf8(&self.value[range.clone()]).ok())
     }
 }
 

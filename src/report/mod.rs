@@ -118,6 +118,12 @@ impl Tally {
         self.0.reporter.access_log
     }
 
+    /// Whether recording this tally reads a kept answer first (a stream
+    /// whose usage is counted): work for the blocking pool.
+    pub fn usage_pending(&self) -> bool {
+        self.0.usage.is_pending()
+    }
+
     /// The model the request names.
     pub fn set_model(&self, model: &str) {
         let label = labels::MODELS.label(model);

@@ -128,6 +128,19 @@ impl UsageSlot {
         }
     }
 
+    /// Whether a kept answer waits to be read (by [`sourced`](Self::sourced),
+    /// which then does work: best off the async workers).
+    pub fn is_pending(&self) -> bool {
+        matches!(
+            *self
+                .0
+                .known
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            Known::Later(_)
+        )
+    }
+
     /// Asks for usage on streams too (see [`ask`]).
     pub fn want_stream_usage(&self) {
         self.0.ask.store(true, Ordering::Relaxed);
@@ -627,8 +640,10 @@ mod tests {
             seen.lock().unwrap_or_else(|e| e.into_inner()).is_empty(),
             "read only when asked"
         );
+        assert!(slot.is_pending(), "kept for whoever asks");
         let (reported, source) = slot.sourced().unwrap_or_else(|| panic!("no usage"));
         assert_eq!((reported.total, source), (5, Source::Counted));
+        assert!(!slot.is_pending());
         let events = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
         assert_eq!(
             events,
