@@ -261,31 +261,25 @@ impl Observed {
         }
     }
 
-    /// At the end of a relayed stream: leaves reading it to whoever asks
-    /// for its usage first, once the client has it all.
+    /// At the end of a relayed stream: the usage it carries, read from its
+    /// last frames (where the event holding it is) right away; failing
+    /// that, reading the whole stream, and counting it, is left to whoever
+    /// asks first, once the client has it all.
     fn read_later(&mut self) {
         let kept = std::mem::take(&mut self.kept);
+        if let Some(at) = kept.iter().rposition(|frame| has_usage_object(frame)) {
+            // The event may have begun in the frame before.
+            let tail = joined(kept.range(at.saturating_sub(1)..));
+            if let Some(reported) = usage_of_stream(&tail) {
+                self.slot.set(reported);
+                return;
+            }
+        }
         let cut = self.cut;
         let count = self.count.take();
         self.slot.put(Known::Later(Box::new(move || {
-            let mut whole = Vec::with_capacity(kept.iter().map(Bytes::len).sum());
-            for frame in &kept {
-                whole.extend_from_slice(frame);
-            }
-            // The usage comes last: look from the end, event by event.
-            let mut starts: Vec<usize> =
-                std::iter::once(0).chain(sse::event_ends(&whole)).collect();
-            starts.push(whole.len());
-            let reported = starts.windows(2).rev().find_map(|w| {
-                let event = &whole[w[0]..w[1]];
-                if !has_usage_object(event) {
-                    return None;
-                }
-                sse::data_of(event)
-                    .and_then(|data| chunk_usage(&data))
-                    .map(|(usage, _)| usage)
-            });
-            if let Some(reported) = reported {
+            let whole = joined(kept.iter());
+            if let Some(reported) = usage_of_stream(&whole) {
                 return Some((reported, Source::Upstream));
             }
             if cut {
@@ -549,6 +543,36 @@ struct Chunk {
     response: Option<Answer>,
 }
 
+/// `frames` as one run of bytes: borrowed when there is one.
+fn joined<'a>(mut frames: impl Iterator<Item = &'a Bytes>) -> std::borrow::Cow<'a, [u8]> {
+    let Some(first) = frames.next() else {
+        return std::borrow::Cow::Borrowed(&[]);
+    };
+    let Some(second) = frames.next() else {
+        return std::borrow::Cow::Borrowed(first);
+    };
+    let mut whole = first.to_vec();
+    whole.extend_from_slice(second);
+    frames.for_each(|frame| whole.extend_from_slice(frame));
+    std::borrow::Cow::Owned(whole)
+}
+
+/// The usage the last event that reports one in `stream` reports (the
+/// usage comes last: events are looked at from the end).
+fn usage_of_stream(stream: &[u8]) -> Option<Reported> {
+    let mut starts: Vec<usize> = std::iter::once(0).chain(sse::event_ends(stream)).collect();
+    starts.push(stream.len());
+    starts.windows(2).rev().find_map(|w| {
+        let event = &stream[w[0]..w[1]];
+        if !has_usage_object(event) {
+            return None;
+        }
+        sse::data_of(event)
+            .and_then(|data| chunk_usage(&data))
+            .map(|(usage, _)| usage)
+    })
+}
+
 /// The usage of one streamed chunk (chat, completions) or event
 /// (Responses), and whether the chunk carries only usage (no choices).
 fn chunk_usage(data: &[u8]) -> Option<(Reported, bool)> {
@@ -674,6 +698,7 @@ mod tests {
             Err(e) => panic!("{e}"),
         };
         assert_eq!(out, [CHUNK, USAGE, DONE].concat().as_bytes());
+        assert!(!slot.is_pending(), "read from its last frames at its end");
         assert_eq!(
             slot.sourced().map(|(r, s)| (r.total, s)),
             Some((12, Source::Upstream))

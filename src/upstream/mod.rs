@@ -97,26 +97,29 @@ fn observe(
     } else {
         usage::Shape::Json
     };
-    let countable = events
-        && !strip
-        && prepared.api.as_ref().is_some_and(|api| {
-            matches!(
-                api.endpoint(),
-                Endpoint::ChatCompletions | Endpoint::Completions
-            )
-        });
+    // The encoding a countable answer (a chat or completions stream whose
+    // usage is not asked for) would be counted with.
+    let countable = prepared
+        .api
+        .as_ref()
+        .filter(|api| {
+            events
+                && !strip
+                && matches!(
+                    api.endpoint(),
+                    Endpoint::ChatCompletions | Endpoint::Completions
+                )
+        })
+        .map(|api| counter.encoding(api.model()));
     answer.map(|body| {
         let observed = usage::Observed::new(body, shape, slot);
-        if !countable {
+        let Some(encoding) = countable else {
             return crate::body::boxed(observed);
-        }
-        if let Some(api) = &prepared.api {
-            counter.encoding(api.model()).preload();
-        }
+        };
+        encoding.preload();
         let (prepared, counter) = (prepared.clone(), counter.clone());
         crate::body::boxed(observed.counted_by(Box::new(move |events| {
             let api = prepared.api.as_ref()?;
-            let encoding = counter.encoding(api.model());
             let completion = counter.text(encoding, &chat_stream::streamed_text(events));
             let prompt = tokens::prompt::request(&counter, api);
             Some(usage::Reported {

@@ -116,7 +116,7 @@ impl WarmConnector {
     }
 
     /// How many warm connections wait to be taken.
-    pub fn waiting(&self) -> usize {
+    fn waiting(&self) -> usize {
         self.held().len()
     }
 
