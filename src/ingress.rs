@@ -176,6 +176,9 @@ where
             };
             return Either::Left(Either::Left(std::future::ready(Err(error.into()))));
         }
+        if let Err(error) = check_target(&req) {
+            return Either::Left(Either::Left(std::future::ready(Err(error.into()))));
+        }
         let endpoint = Endpoint::classify(req.method(), req.uri().path());
         if !endpoint.is_understood() {
             if !req.body().is_end_stream() {
@@ -204,6 +207,22 @@ where
             inner.call(Request::from_parts(parts, body::empty())).await
         }))
     }
+}
+
+/// Refuses a path that leaves `/v1/` (404: it is never forwarded) and a
+/// request with two `Host` headers (400, as RFC 9112 §3.2 requires).
+fn check_target(req: &Request<Body>) -> Result<(), IngressError> {
+    let path = req.uri().path();
+    if !crate::openai::path::inside_v1(path) {
+        return Err(IngressError::PathOutside {
+            path: path.to_owned(),
+        });
+    }
+    let mut hosts = req.headers().get_all(http::header::HOST).iter();
+    if hosts.next().is_some() && hosts.next().is_some() {
+        return Err(IngressError::DuplicateHost);
+    }
+    Ok(())
 }
 
 /// A streamed request body's next piece did not come within

@@ -25,6 +25,10 @@ pub const UPSTREAM_BREAKER_STATE: &str = "sluice_upstream_breaker_state";
 pub const UPSTREAM_FIRST_BYTE_DURATION: &str = "sluice_upstream_first_byte_duration_seconds";
 pub const CACHE_REQUESTS_TOTAL: &str = "sluice_cache_requests_total";
 pub const CACHE_LOOKUPS_TOTAL: &str = "sluice_cache_lookups_total";
+pub const UPSTREAM_PANIC_TOTAL: &str = "sluice_upstream_panic_total";
+pub const CONNECTIONS_REFUSED_TOTAL: &str = "sluice_connections_refused_total";
+pub const CACHE_READ_ON_TOTAL: &str = "sluice_cache_read_on_total";
+pub const CACHE_INVALID_ENTRIES_TOTAL: &str = "sluice_cache_invalid_entries_total";
 pub const CACHE_ENTRIES: &str = "sluice_cache_entries";
 pub const CACHE_STORED_BYTES: &str = "sluice_cache_stored_bytes";
 pub const CACHE_EVICTIONS_TOTAL: &str = "sluice_cache_evictions_total";
@@ -115,6 +119,22 @@ fn describe() {
     describe_counter!(
         CACHE_LOOKUPS_TOTAL,
         "Cache lookups by tier and result (hit, miss)."
+    );
+    describe_counter!(
+        UPSTREAM_PANIC_TOTAL,
+        "Requests sent to an upstream whose breaker was open because every upstream serving them was (panic mode)."
+    );
+    describe_counter!(
+        CONNECTIONS_REFUSED_TOTAL,
+        "Client connections closed as soon as accepted because max_connections were open."
+    );
+    describe_counter!(
+        CACHE_READ_ON_TOTAL,
+        "Answers whose client left before their end: read on for the cache (read_on), or cancelled upstream (cancelled)."
+    );
+    describe_counter!(
+        CACHE_INVALID_ENTRIES_TOTAL,
+        "Stored values that were no usable entry (unreadable, or fields out of range), taken as misses."
     );
     describe_gauge!(CACHE_ENTRIES, "Answers held in the memory tier.");
     describe_gauge!(

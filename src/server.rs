@@ -19,12 +19,12 @@
 //! [`Shared::reload`]).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
@@ -205,7 +205,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .first()
         .and_then(|l| l.local_addr().ok())
         .unwrap_or(config.server.listen);
+    let open_connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let conn = ConnSettings {
+        max_connections: config.server.max_connections,
         header_read_timeout: config.server.header_read_timeout,
         shutdown_grace: config.server.shutdown_grace,
         max_headers: config.server.max_headers,
@@ -225,6 +227,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             listener,
             generations: generations.clone(),
             conn,
+            open: open_connections.clone(),
             shutdown: shutdown_rx.clone(),
         };
         let done_tx = done_tx.clone();
@@ -322,6 +325,7 @@ fn join(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 
 #[derive(Debug, Clone, Copy)]
 struct ConnSettings {
+    max_connections: usize,
     header_read_timeout: Duration,
     shutdown_grace: Duration,
     max_headers: usize,
@@ -339,6 +343,8 @@ struct Worker {
     /// The pipeline to serve with, replaced on reload.
     generations: watch::Receiver<Arc<Generation>>,
     conn: ConnSettings,
+    /// Client connections open, all workers together.
+    open: Arc<AtomicUsize>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -401,7 +407,7 @@ impl Worker {
             std::future::pending::<()>().await;
         };
         tokio::select! {
-            () = accept_loop(listener, stack, self.conn, self.shutdown, &lifecycle) => {}
+            () = accept_loop(listener, stack, self.conn, self.open, self.shutdown, &lifecycle) => {}
             () = rebuild => {}
         }
     }
@@ -420,6 +426,7 @@ async fn accept_loop<S>(
     listener: TcpListener,
     stack: watch::Receiver<S>,
     settings: ConnSettings,
+    open: Arc<AtomicUsize>,
     mut shutdown: watch::Receiver<bool>,
     lifecycle: &Lifecycle,
 ) where
@@ -455,7 +462,9 @@ async fn accept_loop<S>(
         // HTTP/2 has no header count; its header list size (names, values
         // and 32 bytes per header) bounds both.
         .max_header_list_size(u32::try_from(settings.max_header_size).unwrap_or(u32::MAX));
-    let graceful = GracefulShutdown::new();
+    let connections = tokio_util::task::TaskTracker::new();
+    // Each connection's own view of the shutdown signal.
+    let stopping = shutdown.clone();
 
     loop {
         tokio::select! {
@@ -463,23 +472,45 @@ async fn accept_loop<S>(
             _ = shutdown.wait_for(|stop| *stop) => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
+                    let Some(slot) = Slot::take(&open, settings.max_connections) else {
+                        // Closed at once: one client cannot hold every socket.
+                        metrics::counter!(crate::observe::CONNECTIONS_REFUSED_TOTAL).increment(1);
+                        tracing::debug!("max_connections reached: connection closed");
+                        drop(stream);
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
+                    let watch = Arc::new(ConnWatch::new());
                     let hyper_service = hyper::service::service_fn({
                         let stack = stack.clone();
+                        let watch = watch.clone();
                         move |req: http::Request<hyper::body::Incoming>| {
                             let req = req.map(crate::body::boxed);
                             let service = stack.borrow().clone();
-                            tower::ServiceExt::oneshot(service, req)
+                            watch.request_started();
+                            if req.version() == http::Version::HTTP_2 {
+                                // Tracked to its last byte, so a connection
+                                // with no stream open can be told apart.
+                                let active = Active::new(watch.clone());
+                                futures_util::future::Either::Right(async move {
+                                    let response = tower::ServiceExt::oneshot(service, req).await;
+                                    response.map(|r| r.map(|b| crate::body::boxed(Tracked { inner: b, _active: active })))
+                                })
+                            } else {
+                                futures_util::future::Either::Left(tower::ServiceExt::oneshot(service, req))
+                            }
                         }
                     });
-                    let conn = builder.serve_connection(TokioIo::new(stream), hyper_service);
-                    let conn = graceful.watch(conn.into_owned());
-                    #[expect(clippy::disallowed_methods, reason = "the connection is watched by `graceful`, which shutdown waits on")]
-                    tokio::spawn(async move {
-                        if let Err(error) = conn.await {
-                            tracing::debug!(%error, "connection ended with an error");
-                        }
-                    });
+                    let conn = builder
+                        .serve_connection(TokioIo::new(stream), hyper_service)
+                        .into_owned();
+                    let stop = stopping.clone();
+                    let idle = settings.header_read_timeout;
+                    #[expect(clippy::disallowed_methods, reason = "the connection is tracked by `connections`, which shutdown waits on")]
+                    tokio::spawn(connections.track_future(async move {
+                        serve(conn, watch, idle, stop).await;
+                        drop(slot);
+                    }));
                 }
                 Err(error) => {
                     // Out of file descriptors and the like: back off a little
@@ -492,18 +523,198 @@ async fn accept_loop<S>(
     }
 
     drop(listener);
+    connections.close();
     if lifecycle.begin_draining() {
         tracing::info!(
             grace = %humantime::format_duration(settings.shutdown_grace),
             "draining: no longer accepting, finishing in-flight requests"
         );
     }
-    tracing::debug!(connections = graceful.count(), "worker draining");
+    tracing::debug!(connections = connections.len(), "worker draining");
     tokio::select! {
-        () = graceful.shutdown() => tracing::debug!("worker drained"),
+        () = connections.wait() => tracing::debug!("worker drained"),
         () = tokio::time::sleep(settings.shutdown_grace) => {
             tracing::warn!("shutdown grace elapsed with requests still in flight; stopping anyway");
         }
+    }
+}
+
+/// Serves one connection to its end. Closes it when its first request has
+/// not come within `idle` (nothing sent, or half a protocol preface: the
+/// protocol sniffing runs before hyper's own timeouts), and an HTTP/2
+/// connection with no stream open for `idle`; on shutdown, ends it
+/// gracefully (HTTP/1.1 after the request in flight, HTTP/2 with GOAWAY).
+async fn serve<C>(conn: C, watch: Arc<ConnWatch>, idle: Duration, mut stop: watch::Receiver<bool>)
+where
+    C: hyper_util::server::graceful::GracefulConnection,
+    C::Error: std::fmt::Display,
+{
+    let mut conn = std::pin::pin!(conn);
+    let started = tokio::time::Instant::from_std(watch.started);
+    let mut check = std::pin::pin!(tokio::time::sleep(idle));
+    let mut watching = true;
+    let mut ending = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "connection ended with an error");
+                }
+                return;
+            }
+            _ = stop.wait_for(|stop| *stop), if !ending => {
+                conn.as_mut().graceful_shutdown();
+                ending = true;
+            }
+            () = check.as_mut(), if watching && !ending => {
+                let now = tokio::time::Instant::now();
+                match watch.idle_since(started) {
+                    // No request yet: a client that never speaks HTTP.
+                    Idle::NeverUsed => {
+                        tracing::debug!("connection closed: no request within header_read_timeout");
+                        return;
+                    }
+                    // HTTP/1.1: hyper's header read timeout covers it.
+                    Idle::Http1 => watching = false,
+                    Idle::Busy => check.as_mut().reset(now + idle),
+                    Idle::Since(since) if now.duration_since(since) >= idle => {
+                        tracing::debug!("HTTP/2 connection closed: no stream open for header_read_timeout");
+                        conn.as_mut().graceful_shutdown();
+                        ending = true;
+                    }
+                    Idle::Since(since) => check.as_mut().reset(since + idle),
+                }
+            }
+        }
+    }
+}
+
+/// One client connection's place under `max_connections`.
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(open: &Arc<AtomicUsize>, max: usize) -> Option<Slot> {
+        let mut current = open.load(Ordering::Relaxed);
+        loop {
+            if current >= max {
+                return None;
+            }
+            match open.compare_exchange_weak(
+                current,
+                current + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some(Slot(open.clone())),
+                Err(now) => current = now,
+            }
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What a connection's watchdog knows of its requests.
+#[derive(Debug)]
+struct ConnWatch {
+    /// When the connection was accepted.
+    started: std::time::Instant,
+    /// Requests started; HTTP/2 ones count in `http2`.
+    requests: AtomicU64,
+    http2: AtomicU64,
+    /// HTTP/2 streams whose answer has not ended.
+    active: AtomicUsize,
+    /// When the last HTTP/2 stream ended, in milliseconds after the
+    /// connection's start.
+    last_end_ms: AtomicU64,
+}
+
+enum Idle {
+    NeverUsed,
+    Http1,
+    Busy,
+    Since(tokio::time::Instant),
+}
+
+impl ConnWatch {
+    fn new() -> ConnWatch {
+        ConnWatch {
+            started: std::time::Instant::now(),
+            requests: AtomicU64::new(0),
+            http2: AtomicU64::new(0),
+            active: AtomicUsize::new(0),
+            last_end_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn request_started(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn idle_since(&self, started: tokio::time::Instant) -> Idle {
+        if self.requests.load(Ordering::Relaxed) == 0 {
+            return Idle::NeverUsed;
+        }
+        if self.http2.load(Ordering::Relaxed) == 0 {
+            return Idle::Http1;
+        }
+        if self.active.load(Ordering::Acquire) > 0 {
+            return Idle::Busy;
+        }
+        Idle::Since(started + Duration::from_millis(self.last_end_ms.load(Ordering::Acquire)))
+    }
+}
+
+/// An HTTP/2 stream in flight, until its answer's body ends or is dropped.
+struct Active(Arc<ConnWatch>);
+
+impl Active {
+    fn new(watch: Arc<ConnWatch>) -> Active {
+        watch.http2.fetch_add(1, Ordering::Relaxed);
+        watch.active.fetch_add(1, Ordering::AcqRel);
+        Active(watch)
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        let watch = &self.0;
+        let ms = u64::try_from(watch.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        watch.last_end_ms.fetch_max(ms, Ordering::AcqRel);
+        watch.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that holds its stream's [`Active`] until dropped.
+    struct Tracked {
+        #[pin]
+        inner: crate::body::Body,
+        _active: Active,
+    }
+}
+
+impl http_body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = crate::body::BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -225,6 +225,7 @@ pub fn need_restart(was: &Config, new: &Config) -> Vec<&'static str> {
         header_read_timeout,
         max_headers,
         max_header_size,
+        max_connections,
         // Read per request, by the pipeline a reload rebuilds, or by the
         // config watcher after each reload.
         max_body_size: _,
@@ -251,6 +252,10 @@ pub fn need_restart(was: &Config, new: &Config) -> Vec<&'static str> {
             *header_read_timeout != b.header_read_timeout,
         ),
         ("server.max_headers", *max_headers != b.max_headers),
+        (
+            "server.max_connections",
+            *max_connections != b.max_connections,
+        ),
         (
             "server.max_header_size",
             *max_header_size != b.max_header_size,

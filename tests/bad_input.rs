@@ -710,3 +710,168 @@ async fn the_deepest_body_allowed_never_gets_a_sluice_5xx() {
     assert_eq!(error_of(response).await["code"], "json_too_deep");
     healthy(&h, "the deepest bodies").await;
 }
+
+/// A path whose segments leave `/v1/` would reach the upstream outside its
+/// API, with sluice's upstream key: refused with 404, nothing sent.
+#[tokio::test]
+async fn dot_segments_never_leave_v1() {
+    let h = harness_with(|c| {
+        c.upstreams[0].api_key = Some(sluice::config::Secret::new("sk-upstream-secret"));
+    })
+    .await;
+    for path in [
+        "/v1/../secret",
+        "/v1/%2e%2e/secret",
+        "/v1/%2E%2E/secret",
+        "/v1/models/../../admin/keys",
+        "/v1/..%2fsecret",
+        "/v1/..;/secret",
+        "/v1/./models",
+        "/v1/..\\secret",
+    ] {
+        for method in ["GET", "POST"] {
+            let request = head(method, path, "content-length: 2\r\n")
+                .into_iter()
+                .chain(*b"{}")
+                .collect();
+            let answer = exchange(&h, request, Then::HalfClose).await;
+            let statuses = answer.refused(path);
+            assert!(
+                statuses.first().is_some_and(|s| [400, 404].contains(s)),
+                "{method} {path}: {statuses:?}"
+            );
+        }
+    }
+    assert!(
+        h.mock.requests().is_empty(),
+        "reached the upstream: {:?}",
+        h.mock
+            .requests()
+            .iter()
+            .map(|r| r.path_and_query.clone())
+            .collect::<Vec<_>>()
+    );
+    // The same client's ordinary request goes through, with the key.
+    let answer = http().get(h.url("/v1/models")).send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let seen = h.last_upstream_request("/v1/models");
+    assert_eq!(seen.headers["authorization"], "Bearer sk-upstream-secret");
+    // A query may hold dots: it is not a path.
+    let answer = http()
+        .get(h.url("/v1/models?after=../x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(
+        h.last_upstream_request("/v1/models?").path_and_query,
+        "/v1/models?after=../x"
+    );
+    healthy(&h, "dot segments").await;
+}
+
+/// RFC 9112 §3.2: a request with two `Host` headers gets 400.
+#[tokio::test]
+async fn two_host_headers_get_400() {
+    let h = harness().await;
+    let body = serde_json::to_vec(&chat("hi")).unwrap();
+    let mut request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: sluice\r\nhost: elsewhere.example\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&body);
+    let answer = exchange(&h, request, Then::HalfClose).await;
+    assert_eq!(answer.refused("two Host headers"), [400]);
+    assert!(h.mock.requests().is_empty());
+    healthy(&h, "two Host headers").await;
+}
+
+/// Bytes that are not yet a request never hold a connection open: nothing
+/// at all, a lone `P`, the HTTP/2 preface but its last byte. Each is closed
+/// once header_read_timeout (2s) passes, as a half-sent HTTP/1.1 head is.
+#[tokio::test]
+async fn connections_that_never_send_a_request_are_closed() {
+    let h = harness().await;
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    for (case, bytes) in [
+        ("nothing", Vec::new()),
+        ("a lone P", b"P".to_vec()),
+        (
+            "the HTTP/2 preface but its last byte",
+            preface[..preface.len() - 1].to_vec(),
+        ),
+        ("the whole HTTP/2 preface", preface.to_vec()),
+    ] {
+        let answer = exchange(&h, bytes, Then::Wait).await;
+        assert!(answer.closed, "{case}: still open after {READ_FOR:?}");
+        answer.refused(case);
+    }
+    healthy(&h, "silent connections").await;
+}
+
+/// An HTTP/2 connection whose streams have all ended is closed after
+/// header_read_timeout, as an idle HTTP/1.1 keep-alive connection is.
+#[tokio::test]
+async fn an_http2_connection_with_no_stream_open_is_closed() {
+    let h = harness().await;
+    let stream = TcpStream::connect(h.sluice.addr()).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let connection = tokio::spawn(conn);
+    let request = http::Request::get(h.url("/healthz"))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap();
+    let ended = tokio::time::timeout(READ_FOR, connection).await;
+    assert!(ended.is_ok(), "an idle HTTP/2 connection stayed open");
+    healthy(&h, "idle HTTP/2").await;
+}
+
+/// Past `max_connections` a new connection is closed as soon as it is
+/// accepted, and counted; once others close, new ones are served again.
+#[tokio::test]
+async fn connections_past_max_connections_are_closed_at_once() {
+    let h = harness_with(|c| c.server.max_connections = 3).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut stream = TcpStream::connect(h.sluice.addr()).await.unwrap();
+        // A request makes sure each is accepted before the next.
+        stream
+            .write_all(&head("GET", "/healthz", ""))
+            .await
+            .unwrap();
+        let mut first = [0u8; 12];
+        stream.read_exact(&mut first).await.unwrap();
+        assert_eq!(&first, b"HTTP/1.1 200");
+        held.push(stream);
+    }
+    let mut extra = TcpStream::connect(h.sluice.addr()).await.unwrap();
+    let _ = extra.write_all(&head("GET", "/healthz", "")).await;
+    let mut received = Vec::new();
+    let closed =
+        tokio::time::timeout(Duration::from_secs(1), extra.read_to_end(&mut received)).await;
+    assert!(
+        closed.is_ok() && received.is_empty(),
+        "a connection past the limit was served: {:?}",
+        String::from_utf8_lossy(&received)
+    );
+    drop(held);
+    assert!(
+        common::eventually(Duration::from_secs(5), || async {
+            http().get(h.url("/healthz")).send().await.is_ok()
+        })
+        .await
+    );
+    let refused = common::metric(&h.url(""), "sluice_connections_refused_total").await;
+    assert!(refused.unwrap_or(0.0) >= 1.0, "{refused:?}");
+}

@@ -69,7 +69,19 @@ async fn every_understood_request_reports_its_prompt_tokens() {
     let embeddings = json!({"model": "text-embedding-3-small", "input": ["one two", "three"]});
     let response = send(&h, "/v1/embeddings", &embeddings, &[]).await;
     assert_eq!(response.status(), 200);
-    assert!(counts(&response).0 > 0);
+    let miss = counts(&response);
+    assert!(miss.0 > 0);
+    // Its hit, put together from stored items, reports what the miss did
+    // (not the upstream's own count, which differs here).
+    let hit = send(&h, "/v1/embeddings", &embeddings, &[]).await;
+    assert_eq!(hit.headers()["x-sluice-cache"], "hit");
+    assert_eq!(counts(&hit), miss);
+    // And a request mixing stored and new items counts them all.
+    let mixed = json!({"model": "text-embedding-3-small", "input": ["three", "four five six"]});
+    let response = send(&h, "/v1/embeddings", &mixed, &[]).await;
+    let (original, sent) = counts(&response);
+    assert_eq!(original, sent);
+    assert!(original > 0);
     let completion = json!({"model": "gpt-3.5-turbo-instruct", "prompt": "Say hi"});
     let response = send(&h, "/v1/completions", &completion, &[]).await;
     let expected = count(Endpoint::Completions, &completion);

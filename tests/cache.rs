@@ -596,3 +596,161 @@ async fn streams_arriving_together_share_one_upstream_call() {
     );
     assert!(results.iter().all(|(_, body)| *body == results[0].1));
 }
+
+/// An upstream answering a JSON array where the endpoint answers an object:
+/// relayed as it came, never stored and replayed.
+#[tokio::test]
+async fn an_answer_not_of_the_endpoints_shape_is_not_stored() {
+    let upstream = common::hostile::Hostile::start(|stream, _head| {
+        common::hostile::answer(stream, "200 OK", "application/json", br#"[{"evil": 2}]"#)
+    })
+    .await;
+    let config = common::config_for(&upstream.base_url());
+    let sluice = sluice::server::start(config).await.unwrap();
+    for _ in 0..3 {
+        let response = http()
+            .post(format!("{}/chat/completions", sluice.base_url()))
+            .header("content-type", "application/json")
+            .body(BODY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_ne!(response.headers()["x-sluice-cache"], "hit");
+        assert_eq!(response.text().await.unwrap(), r#"[{"evil": 2}]"#);
+    }
+    assert_eq!(
+        upstream.requests(),
+        3,
+        "an array answer was served from the cache"
+    );
+}
+
+/// One SSE chat chunk carrying `n` bytes of text.
+fn sse_chunk(n: usize) -> Vec<u8> {
+    format!(
+        "data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"m\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{}\"}}}}]}}\n\n",
+        "a".repeat(n)
+    )
+    .into_bytes()
+}
+
+/// An upstream whose streams never end: a chunk every `every`, until the
+/// connection breaks.
+async fn endless(every: Duration) -> common::hostile::Hostile {
+    common::hostile::Hostile::start(move |mut stream, _head| async move {
+        if common::hostile::start_stream(&mut stream).await.is_err() {
+            return;
+        }
+        let chunk = sse_chunk(16 * 1024);
+        while common::hostile::chunk(&mut stream, &chunk).await.is_ok() {
+            if !every.is_zero() {
+                tokio::time::sleep(every).await;
+            }
+        }
+    })
+    .await
+}
+
+async fn stream_request(base: &str, prompt: &str) -> reqwest::Response {
+    http()
+        .post(format!("{base}/chat/completions"))
+        .json(&common::chat_stream(prompt))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A stream that never ends grows past the cache's entry limit: the
+/// recording and the live buffer followers read from are dropped, so the
+/// memory a stream holds is bounded. A follower gets what it had and an
+/// error; the next identical request goes upstream on its own.
+#[tokio::test]
+async fn a_stream_past_the_entry_limit_stops_being_shared() {
+    let upstream = endless(Duration::ZERO).await;
+    let sluice = sluice::server::start(common::config_for(&upstream.base_url()))
+        .await
+        .unwrap();
+    let base = sluice.base_url();
+    let mut leader = stream_request(&base, "endless").await.bytes_stream();
+    let first = leader.next().await.unwrap().unwrap();
+    assert!(!first.is_empty());
+    let follower = stream_request(&base, "endless").await;
+    assert_eq!(follower.headers()["x-sluice-cache"], "coalesced");
+    // The leader reads on while the follower reads to its end.
+    let reader = tokio::spawn(async move {
+        let mut read = 0usize;
+        while let Some(Ok(chunk)) = leader.next().await {
+            read += chunk.len();
+            if read > 64 * 1024 * 1024 {
+                break;
+            }
+        }
+        read
+    });
+    let mut received = 0usize;
+    let mut ended_with_error = false;
+    let mut body = follower.bytes_stream();
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(chunk) => received += chunk.len(),
+                Err(_) => {
+                    ended_with_error = true;
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the follower's stream never ended ({received} bytes)"
+    );
+    let limit = sluice::cache::MAX_ENTRY_BYTES;
+    assert!(
+        received <= limit + 64 * 1024,
+        "the follower got {received} bytes, past the {limit}-byte limit"
+    );
+    assert!(
+        ended_with_error || received > 0,
+        "the follower got nothing and no error"
+    );
+    // A new identical request is not made to follow a dropped live stream.
+    let again = stream_request(&base, "endless").await;
+    assert_ne!(again.headers()["x-sluice-cache"], "coalesced");
+    drop(again);
+    reader.abort();
+    assert_eq!(upstream.requests(), 2);
+}
+
+/// Clients that leave a stream early: at most `read_on_abandoned` of their
+/// upstream requests are read on for the cache; the others are cancelled
+/// at once, as the upstream would see without sluice.
+#[tokio::test]
+async fn reading_on_after_a_client_left_is_bounded() {
+    let upstream = endless(Duration::from_millis(50)).await;
+    let mut config = common::config_for(&upstream.base_url());
+    config.cache.read_on_abandoned = 1;
+    let sluice = sluice::server::start(config).await.unwrap();
+    let base = sluice.base_url();
+    for i in 0..5 {
+        let mut body = stream_request(&base, &format!("leave early {i}"))
+            .await
+            .bytes_stream();
+        assert!(body.next().await.is_some());
+        drop(body);
+    }
+    assert_eq!(upstream.requests(), 5);
+    let settled =
+        common::eventually(Duration::from_secs(10), || async { upstream.open() <= 1 }).await;
+    assert!(
+        settled,
+        "{} upstream streams still read after their clients left",
+        upstream.open()
+    );
+    let addr = format!("http://{}", sluice.addr());
+    let cancelled =
+        common::metric(&addr, "sluice_cache_read_on_total{outcome=\"cancelled\"}").await;
+    assert!(cancelled.unwrap_or(0.0) >= 4.0, "{cancelled:?}");
+}

@@ -187,3 +187,75 @@ async fn redis_cluster_urls_work() {
     );
     assert_eq!(a.mock.request_count(), 1);
 }
+
+/// The value of the one cache key in Redis.
+fn stored(redis: &RedisServer) -> (String, Vec<u8>) {
+    let key = redis
+        .query::<Vec<String>>(&["KEYS", &format!("{}*", sluice::cache::REDIS_PREFIX)])
+        .unwrap()
+        .remove(0);
+    let value: Vec<u8> = redis.query(&["GET", &key]).unwrap();
+    (key, value)
+}
+
+/// A neighbour (or a bug) writes a stored entry's time as `u64::MAX`: the
+/// replica reading it takes it for a miss, counts it, answers from the
+/// upstream and overwrites it with the fresh answer.
+#[tokio::test]
+async fn an_entry_with_fields_out_of_range_is_a_counted_miss() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let url = redis.url();
+    let a = Harness::start_with(MockOptions::default(), |c| c.cache.redis_url = url.clone()).await;
+    assert_eq!(send(&a.url("/v1/chat/completions"), BODY).await.1, "miss");
+    assert!(common::eventually(Duration::from_secs(10), || async { keys(&redis) == 1 }).await);
+
+    // Bytes 2..10: `stored_at` (after the codec's and the format's first bytes).
+    let (key, value) = stored(&redis);
+    let mut conn = redis.raw().unwrap();
+    let _: () = redis::cmd("SETRANGE")
+        .arg(&key)
+        .arg(2)
+        .arg(&[0xffu8; 8][..])
+        .query(&mut conn)
+        .unwrap();
+    assert_ne!(stored(&redis).1, value, "the value was not changed");
+
+    // A second replica, with nothing in memory, reads the bad entry.
+    let mut config = common::config_for(&a.mock.base_url());
+    config.cache.redis_url = url;
+    let b = sluice::server::start(config).await.unwrap();
+    let b_chat = format!("{}/chat/completions", b.base_url());
+    let before = common::metric(&a.url(""), "sluice_cache_invalid_entries_total").await;
+    for _ in 0..2 {
+        let (status, outcome, _) = send(&b_chat, BODY).await;
+        assert_eq!(status, 200);
+        if outcome == "hit" {
+            break;
+        }
+        assert_eq!(outcome, "miss");
+    }
+    let after = common::metric(&a.url(""), "sluice_cache_invalid_entries_total").await;
+    assert!(
+        after.unwrap_or(0.0) > before.unwrap_or(0.0),
+        "not counted: {before:?} -> {after:?}"
+    );
+    assert_eq!(a.mock.request_count(), 2, "the bad entry was served");
+    // The fresh answer replaced it: a third replica hits in Redis.
+    assert!(
+        common::eventually(Duration::from_secs(10), || async {
+            stored(&redis).1[2..10] != [0xff; 8]
+        })
+        .await,
+        "the bad entry was not overwritten"
+    );
+    let mut config = common::config_for(&a.mock.base_url());
+    config.cache.redis_url = redis.url();
+    let c = sluice::server::start(config).await.unwrap();
+    let (status, outcome, tier) = send(&format!("{}/chat/completions", c.base_url()), BODY).await;
+    assert_eq!(
+        (status, outcome.as_str(), tier.as_str()),
+        (200, "hit", "redis")
+    );
+}

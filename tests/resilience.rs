@@ -443,19 +443,28 @@ async fn a_429_to_sluices_own_key_takes_the_upstream_out_of_rotation() {
 
 #[tokio::test]
 async fn the_breaker_opens_and_closes() {
-    // The mock fails its first 3 requests, then recovers.
+    // The first upstream fails its first 3 requests, then recovers; the
+    // second is healthy throughout.
     let mock = mock_with(&[
         ("x-mock-status", "500"),
         ("x-mock-fail-times", "3"),
         ("x-mock-fault-key", "all"),
     ])
     .await;
-    let sluice = start(vec![upstream("breaker", &mock, &["*"])], |c| {
-        c.retry.max_retries = 0;
-        c.breaker.min_requests = 3;
-        c.breaker.failure_ratio = 0.5;
-        c.breaker.cooldown = Duration::from_millis(800);
-    })
+    let spare = mock_with(&[]).await;
+    // Different `models` lists: the spare is a fallback, not a share.
+    let sluice = start(
+        vec![
+            upstream("breaker", &mock, &["*"]),
+            upstream("spare", &spare, &["gpt-*", "*"]),
+        ],
+        |c| {
+            c.retry.max_retries = 0;
+            c.breaker.min_requests = 3;
+            c.breaker.failure_ratio = 0.5;
+            c.breaker.cooldown = Duration::from_millis(800);
+        },
+    )
     .await;
     let url = format!("http://{}/v1/chat/completions", sluice.addr());
     let ready = || async {
@@ -467,15 +476,15 @@ async fn the_breaker_opens_and_closes() {
     };
     for i in 0..3 {
         let response = post(&url, &chat(&format!("fail {i}")), &[]).await;
-        assert_eq!(response.status(), 500);
+        assert_eq!(response.status(), 200, "served by the spare");
+        assert_eq!(header(&response, "x-sluice-upstream"), "spare");
     }
+    assert_eq!(mock.request_count(), 3);
     assert_eq!(ready().await, "open");
-    // Open: answered at once with 502 and Retry-After, the upstream untouched.
+    // Open with a healthy alternative: the failing upstream is spared.
     let response = post(&url, &chat("while open"), &[]).await;
-    assert_eq!(response.status(), 502);
-    assert!(!header(&response, "retry-after").is_empty());
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "upstream_unavailable");
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "x-sluice-upstream"), "spare");
     assert_eq!(mock.request_count(), 3);
     let metrics = common::metrics_text(&format!("http://{}", sluice.addr())).await;
     assert!(
@@ -489,10 +498,96 @@ async fn the_breaker_opens_and_closes() {
     );
     let response = post(&url, &chat("probe"), &[]).await;
     assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "x-sluice-upstream"), "breaker");
     assert_eq!(ready().await, "closed");
     let response = post(&url, &chat("after"), &[]).await;
     assert_eq!(response.status(), 200);
     assert_eq!(mock.request_count(), 5);
+}
+
+/// Serves the mock API on `addr` again (the port an earlier mock had).
+async fn restart_mock_on(addr: std::net::SocketAddr) -> tokio::sync::oneshot::Sender<()> {
+    let mut listener = None;
+    for _ in 0..100 {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(bound) => {
+                listener = Some(bound);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    let listener = listener.unwrap_or_else(|| panic!("cannot listen on {addr} again"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "stopped by the sender the test keeps"
+    )]
+    tokio::spawn(sluice::mock::serve(
+        listener,
+        MockOptions::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    stop
+}
+
+/// The default breaker and retries, as a new user has them: upstreams go
+/// down, requests fail and open the breakers, and the first request after
+/// an upstream is back is served by it (panic mode), with no wait.
+#[tokio::test]
+async fn a_recovered_upstream_is_used_on_the_next_request() {
+    for count in [1, 2] {
+        let mocks: Vec<MockUpstream> = futures_util::future::join_all(
+            (0..count).map(|_| MockUpstream::start(MockOptions::default())),
+        )
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+        let addrs: Vec<_> = mocks.iter().map(MockUpstream::addr).collect();
+        let upstreams = mocks
+            .iter()
+            .enumerate()
+            .map(|(i, m)| upstream(&format!("u{i}"), m, &["*"]))
+            .collect();
+        let sluice = start(upstreams, |_| {}).await;
+        let url = format!("http://{}/v1/chat/completions", sluice.addr());
+        assert_eq!(post(&url, &chat("up"), &[]).await.status(), 200);
+        drop(mocks);
+        for i in 0..3 {
+            let response = post(&url, &chat(&format!("down {i}")), &[]).await;
+            assert_eq!(response.status(), 502, "{count} upstreams, request {i}");
+        }
+        let ready = readyz(&sluice).await;
+        assert!(
+            ready["upstreams"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|u| u["breaker"] == "open"),
+            "{ready}"
+        );
+        // The last one comes back: served at once.
+        let _stop = restart_mock_on(addrs[count - 1]).await;
+        let response = post(&url, &chat("back"), &[]).await;
+        assert_eq!(response.status(), 200, "{count} upstreams");
+        assert!(
+            response.headers().get("retry-after").is_none(),
+            "told to wait"
+        );
+        assert_eq!(
+            header(&response, "x-sluice-upstream"),
+            format!("u{}", count - 1)
+        );
+        let ready = readyz(&sluice).await;
+        assert_eq!(
+            ready["upstreams"][count - 1]["breaker"],
+            "closed",
+            "{ready}"
+        );
+    }
 }
 
 #[tokio::test]

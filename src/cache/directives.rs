@@ -49,7 +49,7 @@ impl Directives {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .filter(|secs| *secs > 0)
-            .map(Duration::from_secs);
+            .map(|secs| Duration::from_secs(secs).min(super::store::MAX_TTL));
         directives
     }
 }

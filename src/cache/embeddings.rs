@@ -131,13 +131,20 @@ where
             .into());
         }
     };
-    let Some(fresh) = split(&bytes, missing.len()) else {
+    let Some(mut fresh) = split(&bytes, missing.len()) else {
         // Not an answer sluice can split: relay it as it came.
         return Ok(mark(
             Response::from_parts(parts, body::full(bytes)),
             CacheOutcome::Miss,
         ));
     };
+    if let Some(counted) = parts
+        .extensions
+        .get::<crate::context::Outcome>()
+        .and_then(|o| o.prompt_tokens)
+    {
+        share_count(&mut fresh, counted.sent);
+    }
     let ttl = directives.ttl.unwrap_or(cache.ttl);
     let mut fresh = fresh.into_iter();
     let mut items = Vec::with_capacity(inputs.len());
@@ -157,7 +164,10 @@ where
         items.push(item);
     }
     let mut response = answer(items, parts.status, Some(parts.headers));
+    let prompt = crate::context::Outcome::of(&mut response).prompt_tokens;
     *response.extensions_mut() = parts.extensions;
+    // The whole request's count, stored items' shares included.
+    crate::context::Outcome::of(&mut response).prompt_tokens = prompt;
     Ok(mark(response, CacheOutcome::Miss))
 }
 
@@ -168,6 +178,9 @@ struct Item {
     data: Value,
     model: Value,
     tokens: u64,
+    /// Its share of sluice's own count of the request's prompt, which the
+    /// token headers report (`None` when nothing counted it).
+    counted: Option<u64>,
 }
 
 /// Splits an upstream answer for `expected` inputs into items, ordered by
@@ -203,6 +216,7 @@ fn split(bytes: &[u8], expected: usize) -> Option<Vec<Item>> {
                 data,
                 model: model.clone(),
                 tokens: share + extra,
+                counted: None,
             })
         })
         .collect()
@@ -226,9 +240,35 @@ fn store(cache: &Cache, key: CacheKey, item: &Item, ttl: std::time::Duration) {
                 total: item.tokens,
                 ..Reported::default()
             },
-            prompt: None,
+            prompt: item.counted.map(|n| PromptTokens {
+                original: n,
+                sent: n,
+            }),
         },
     );
+}
+
+/// Shares sluice's count of the batch sent upstream out to its items, in
+/// proportion to the upstream's count of each, so a later request made of
+/// the same items (a hit) reports the count this one reported.
+fn share_count(items: &mut [Item], counted: u64) {
+    let upstream: u64 = items.iter().map(|i| i.tokens).sum();
+    let n = items.len() as u64;
+    let last = items.len().saturating_sub(1);
+    let mut left = counted;
+    for (i, item) in items.iter_mut().enumerate() {
+        let share = if i == last {
+            left
+        } else if upstream > 0 {
+            // `counted * tokens / upstream`, in u128 so it cannot overflow.
+            let exact = u128::from(counted) * u128::from(item.tokens) / u128::from(upstream);
+            u64::try_from(exact).unwrap_or(u64::MAX).min(left)
+        } else {
+            (counted / n).min(left)
+        };
+        left -= share;
+        item.counted = Some(share);
+    }
 }
 
 fn item_of(entry: &Entry) -> Option<Item> {
@@ -237,6 +277,7 @@ fn item_of(entry: &Entry) -> Option<Item> {
         data: stored.get("data")?.clone(),
         model: stored.get("model").cloned().unwrap_or(Value::Null),
         tokens: entry.usage.total,
+        counted: entry.prompt.map(|p| p.sent),
     })
 }
 
@@ -252,6 +293,9 @@ fn answer(
         .map(|i| i.model.clone())
         .unwrap_or(Value::Null);
     let tokens: u64 = items.iter().map(|i| i.tokens).sum();
+    // sluice's own count when every item has its share of one: what the
+    // request that stored them reported.
+    let counted: Option<u64> = items.iter().map(|i| i.counted).sum();
     let data: Vec<Value> = items
         .into_iter()
         .enumerate()
@@ -274,11 +318,10 @@ fn answer(
         headers.remove(header::CONTENT_LENGTH);
         *response.headers_mut() = headers;
     }
-    // Put together from stored items: the prompt tokens are the items'
-    // (as the upstream counted them), nothing pruned or compressed.
-    crate::context::Outcome::of(&mut response).prompt_tokens = Some(PromptTokens {
-        original: tokens,
-        sent: tokens,
+    // Put together from items: nothing pruned or compressed.
+    crate::context::Outcome::of(&mut response).prompt_tokens = counted.map(|n| PromptTokens {
+        original: n,
+        sent: n,
     });
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -39,7 +39,7 @@ pub mod store;
 pub use service::*;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use coalesce::InFlight;
 use directives::Directives;
@@ -79,6 +79,8 @@ pub struct Cache {
     ttl: Duration,
     scope: CacheScope,
     deterministic_only: bool,
+    /// Slots for answers read on after their client left (`None`: none).
+    read_on: Option<Arc<tokio::sync::Semaphore>>,
     max_entry: usize,
     /// The settings of request-rewriting layers below, part of every key.
     settings: String,
@@ -111,6 +113,8 @@ impl Cache {
             ttl: config.ttl,
             scope: config.scope,
             deterministic_only: config.deterministic_only,
+            read_on: (config.read_on_abandoned > 0)
+                .then(|| Arc::new(tokio::sync::Semaphore::new(config.read_on_abandoned))),
             // Not bounded by the memory tier's size: Redis may keep what
             // memory cannot.
             max_entry: MAX_ENTRY_BYTES,
@@ -138,7 +142,15 @@ impl Cache {
                 let redis = self.redis.as_ref()?;
                 let hex = key.to_hex();
                 let entry = match redis.get(&hex).await {
-                    Ok(Some(bytes)) => store::wire::decode(bytes).map(Arc::new),
+                    Ok(Some(bytes)) => {
+                        let entry = store::wire::decode(bytes, SystemTime::now());
+                        if entry.is_none() {
+                            // Overwritten by the fresh answer this miss stores.
+                            count_invalid();
+                            tracing::debug!(key = %hex, "unusable redis cache entry, treated as a miss");
+                        }
+                        entry.map(Arc::new)
+                    }
                     Ok(None) | Err(_) => None,
                 };
                 let entry = entry.filter(fresh);
@@ -232,6 +244,11 @@ fn is_deterministic(api: &ApiRequest) -> bool {
         .is_some_and(|t| t == 0.0);
     let seeded = api.raw("seed").is_some_and(|raw| raw != b"null");
     zero_temperature || seeded
+}
+
+/// A Redis value that is no usable entry (unreadable, out of range).
+fn count_invalid() {
+    metrics::counter!(crate::observe::CACHE_INVALID_ENTRIES_TOTAL, "tier" => "redis").increment(1);
 }
 
 fn count_lookup(tier: &'static str, hit: bool) {

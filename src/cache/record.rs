@@ -17,8 +17,13 @@ use super::live::Publisher;
 use super::replay::{Wanted, assemble};
 use super::store::{Entry, RecordedStream};
 use crate::body::{self, Body};
+use crate::observe::CACHE_READ_ON_TOTAL;
 use crate::report::usage::{Usage, UsageSlot};
 use crate::tokens::PromptTokens;
+
+/// What followers of a stream that grew past the entry limit are told.
+const TOO_LARGE: &str =
+    "the shared answer grew past the cache's entry size limit; send the request again";
 
 pub(super) struct Recording {
     pub(super) cache: Arc<Cache>,
@@ -63,6 +68,11 @@ impl Recording {
         } else {
             (recorded, None, self.content_type)
         };
+        // These endpoints answer with a JSON object; anything else (an array
+        // would deserialize into `Answer` too) is not stored.
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return;
+        }
         let Ok(answer) = serde_json::from_slice::<Answer>(&body) else {
             return;
         };
@@ -158,7 +168,13 @@ impl http_body::Body for Recorder {
                 if let (Some(state), Some(data)) = (this.state.as_mut(), frame.data_ref())
                     && !state.record(data)
                 {
+                    // Past the entry limit: neither the recording nor the
+                    // live buffer is kept. Followers get what they had and
+                    // an error; new requests go upstream themselves.
                     this.state = None;
+                    if let Some(publisher) = this.publisher.take() {
+                        publisher.finish(Some(TOO_LARGE.to_owned()));
+                    }
                 }
                 // Servers stop polling once a body says it has ended.
                 if this.inner.is_end_stream() {
@@ -206,6 +222,18 @@ impl Drop for Recorder {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        // Reading on is bounded: so many at a time, else the upstream
+        // request is cancelled now (dropping its body closes it).
+        let Some(permit) = state
+            .cache
+            .read_on
+            .as_ref()
+            .and_then(|slots| slots.clone().try_acquire_owned().ok())
+        else {
+            metrics::counter!(CACHE_READ_ON_TOTAL, "outcome" => "cancelled").increment(1);
+            return;
+        };
+        metrics::counter!(CACHE_READ_ON_TOTAL, "outcome" => "read_on").increment(1);
         let publisher = self.publisher.take();
         let mut inner = std::mem::take(&mut self.inner);
         let tasks = state.cache.tasks.clone();
@@ -220,10 +248,14 @@ impl Drop for Recorder {
                             publisher.chunk(data);
                         }
                         if !state.record(data) {
+                            if let Some(publisher) = publisher {
+                                publisher.finish(Some(TOO_LARGE.to_owned()));
+                            }
                             return;
                         }
                     }
                 }
+                drop(permit);
                 state.finish();
                 if let Some(publisher) = publisher {
                     publisher.finish(None);

@@ -48,6 +48,14 @@ impl Entry {
     }
 }
 
+/// The longest an answer is kept, whatever a config, a request header or a
+/// stored entry says: a year.
+pub const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// How far in the future a stored entry's time may lie (another replica's
+/// clock running ahead) before the entry is taken for garbage.
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
+
 /// Bytes an entry is charged for beyond its body: key, headers, bookkeeping.
 const ENTRY_OVERHEAD: u32 = 256;
 
@@ -225,7 +233,30 @@ pub mod wire {
         out.extend_from_slice(b);
     }
 
-    pub fn decode(mut input: Bytes) -> Option<Entry> {
+    /// The entry `input` encodes, if it is one that could have been stored
+    /// by now: well formed to its last byte, stored no later than
+    /// [`MAX_CLOCK_SKEW`] after `now`, for at most [`MAX_TTL`], and not
+    /// expired. Anything else (garbage, a neighbour's bytes, a tampered
+    /// value) is `None`: a miss, never a failed request.
+    pub fn decode(input: Bytes, now: SystemTime) -> Option<Entry> {
+        let entry = parse(input)?;
+        let ttl_ok = !entry.ttl.is_zero() && entry.ttl <= MAX_TTL;
+        let not_ahead = entry.stored_at <= now.checked_add(MAX_CLOCK_SKEW)?;
+        let alive = entry.stored_at.checked_add(entry.ttl)? > now;
+        let usage = &entry.usage;
+        let tokens_ok = [usage.prompt, usage.completion, usage.cached, usage.total]
+            .iter()
+            .all(|n| *n <= MAX_TOKENS)
+            && entry
+                .prompt
+                .is_none_or(|p| p.original.max(p.sent) <= MAX_TOKENS);
+        (ttl_ok && not_ahead && alive && tokens_ok).then_some(entry)
+    }
+
+    /// More tokens than any model's context: a number no answer reports.
+    const MAX_TOKENS: u64 = 1 << 40;
+
+    fn parse(mut input: Bytes) -> Option<Entry> {
         if take(&mut input, 1)?.first() != Some(&VERSION) {
             return None;
         }
@@ -255,11 +286,14 @@ pub mod wire {
             }),
             _ => return None,
         };
+        if !input.is_empty() {
+            return None;
+        }
         Some(Entry {
             body,
             content_type,
             stream,
-            stored_at: SystemTime::UNIX_EPOCH + Duration::from_secs(stored),
+            stored_at: SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(stored))?,
             ttl: Duration::from_secs(ttl),
             usage,
             prompt,
@@ -306,7 +340,8 @@ pub mod wire {
                     sent: 300,
                 }),
             };
-            let back = decode(encode(&entry)).unwrap_or_else(|| panic!("no decode"));
+            let now = entry.stored_at + Duration::from_secs(10);
+            let back = decode(encode(&entry), now).unwrap_or_else(|| panic!("no decode"));
             assert_eq!(back.body, entry.body);
             assert_eq!(back.content_type, entry.content_type);
             assert_eq!(back.stored_at, entry.stored_at);
@@ -324,9 +359,54 @@ pub mod wire {
             }));
             let encoded = encode(&entry);
             for cut in [0, 1, 9, encoded.len() - 1] {
-                assert!(decode(encoded.slice(..cut)).is_none(), "cut at {cut}");
+                assert!(decode(encoded.slice(..cut), now).is_none(), "cut at {cut}");
             }
-            assert!(decode(Bytes::from_static(b"\x09garbage")).is_none());
+            assert!(decode(Bytes::from_static(b"\x09garbage"), now).is_none());
+            let mut longer = encoded.to_vec();
+            longer.push(0);
+            assert!(decode(longer.into(), now).is_none(), "a trailing byte");
+        }
+
+        /// Fields out of range make a miss, never a panic.
+        #[test]
+        fn out_of_range_fields_are_refused() {
+            let now = SystemTime::now();
+            let entry = |stored_at: SystemTime, ttl: Duration| Entry {
+                body: Bytes::from_static(b"{}"),
+                content_type: HeaderValue::from_static("application/json"),
+                stream: None,
+                stored_at,
+                ttl,
+                usage: Reported::default(),
+                prompt: None,
+            };
+            let hour = Duration::from_secs(3600);
+            let good = encode(&entry(now, hour));
+            assert!(decode(good.clone(), now).is_some());
+            // `stored_at` (bytes 1..9) set to u64::MAX, and to just past now.
+            let mut huge = good.to_vec();
+            huge[1..9].copy_from_slice(&[0xff; 8]);
+            assert!(decode(huge.into(), now).is_none());
+            let ahead = encode(&entry(now + Duration::from_secs(3 * 3600), hour));
+            assert!(decode(ahead, now).is_none(), "stored in the future");
+            let skewed = encode(&entry(now + Duration::from_secs(30), hour));
+            assert!(decode(skewed, now).is_some(), "a little clock skew");
+            // TTL (bytes 9..17): absurd, zero, or already over.
+            let mut absurd = good.to_vec();
+            absurd[9..17].copy_from_slice(&[0xff; 8]);
+            assert!(decode(absurd.into(), now).is_none());
+            assert!(decode(encode(&entry(now, Duration::ZERO)), now).is_none());
+            let expired = encode(&entry(now - 2 * hour, hour));
+            assert!(decode(expired, now).is_none());
+            // Usage numbers past any context.
+            let mut tokens = good.to_vec();
+            tokens[17..25].copy_from_slice(&[0xff; 8]);
+            assert!(decode(tokens.into(), now).is_none());
+            // A length that runs past the end.
+            let mut length = good.to_vec();
+            let at = length.len() - 1 - 2 - 8;
+            length[at..at + 8].copy_from_slice(&[0xff; 8]);
+            assert!(decode(length.into(), now).is_none());
         }
     }
 }

@@ -39,6 +39,10 @@ pub struct CacheConfig {
     /// Longest wait for Redis before falling back to memory and the upstream.
     #[serde(with = "humantime_serde")]
     pub redis_timeout: Duration,
+    /// Answers read on to the end for the cache after their client left, at
+    /// most this many at a time; past it (and with `0`) an abandoned
+    /// answer's upstream request is cancelled at once.
+    pub read_on_abandoned: usize,
 }
 
 impl Default for CacheConfig {
@@ -51,6 +55,7 @@ impl Default for CacheConfig {
             scope: CacheScope::Key,
             deterministic_only: false,
             redis_timeout: Duration::from_millis(50),
+            read_on_abandoned: 4,
         }
     }
 }
@@ -65,6 +70,7 @@ impl std::fmt::Debug for CacheConfig {
             .field("scope", &self.scope)
             .field("deterministic_only", &self.deterministic_only)
             .field("redis_timeout", &self.redis_timeout)
+            .field("read_on_abandoned", &self.read_on_abandoned)
             .finish()
     }
 }

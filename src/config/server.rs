@@ -26,8 +26,13 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Requests handled at once; more are shed with 503.
     pub max_concurrency: usize,
-    /// Time a client gets to send its request headers; also how long an idle
-    /// keep-alive HTTP/1.1 connection is kept open waiting for its next request.
+    /// Client connections open at once, all workers together; a new one
+    /// past it is closed as soon as it is accepted.
+    pub max_connections: usize,
+    /// Time a client gets to send its request headers (on a new connection:
+    /// its first request, HTTP/1.1 or HTTP/2); also how long an idle
+    /// keep-alive HTTP/1.1 connection, or an HTTP/2 connection with no
+    /// stream open, is kept waiting for its next request.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
     /// Longest wait for the next piece of a request body, read or streamed
@@ -63,6 +68,7 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(10 * 60),
             shutdown_grace: Duration::from_secs(30),
             max_concurrency: 4096,
+            max_connections: 10_000,
             header_read_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(30),
             max_headers: 100,

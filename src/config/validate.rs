@@ -79,6 +79,7 @@ fn server(config: &Config) -> Checked {
     }
     positive_duration("server.request_timeout", server.request_timeout)?;
     positive_duration("server.header_read_timeout", server.header_read_timeout)?;
+    at_least_one("server.max_connections", server.max_connections as u64)?;
     positive_duration("server.body_read_timeout", server.body_read_timeout)?;
     at_least_one("server.max_concurrency", server.max_concurrency as u64)?;
     request_limits(server)
@@ -300,6 +301,16 @@ fn breaker(config: &Config) -> Checked {
 fn cache(config: &Config) -> Checked {
     let cache = &config.cache;
     positive_duration("cache.ttl", cache.ttl)?;
+    // A year, as `cache::store::MAX_TTL` (config does not import the cache).
+    if cache.ttl > Duration::from_secs(365 * 24 * 60 * 60) {
+        return fail(
+            "cache.ttl",
+            format!(
+                "must be at most 365days, got {}",
+                humantime::format_duration(cache.ttl)
+            ),
+        );
+    }
     positive_duration("cache.redis_timeout", cache.redis_timeout)?;
     redis_url("cache.redis_url", &cache.redis_url)
 }

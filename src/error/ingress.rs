@@ -18,6 +18,10 @@ pub enum IngressError {
         humantime::format_duration(*after)
     )]
     BodyTimeout { after: Duration },
+    #[error("The path {path} leaves /v1/ (dot segments are refused) and is not forwarded.")]
+    PathOutside { path: String },
+    #[error("The request carries more than one Host header.")]
+    DuplicateHost,
     #[error("The request URI is longer than the limit of {limit} bytes.")]
     UriTooLong { limit: usize },
     #[error("The {name} header must be one of: {expected}.")]

@@ -145,6 +145,20 @@ impl Error {
                     None,
                     Client,
                 ),
+                IngressError::PathOutside { .. } => m(
+                    StatusCode::NOT_FOUND,
+                    "invalid_request_error",
+                    "not_found",
+                    None,
+                    Client,
+                ),
+                IngressError::DuplicateHost => m(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "duplicate_host",
+                    None,
+                    Client,
+                ),
                 IngressError::UriTooLong { .. } => m(
                     StatusCode::URI_TOO_LONG,
                     "invalid_request_error",
@@ -354,6 +368,13 @@ fn upstream(e: &UpstreamError) -> Mapping {
             }
         }
         UpstreamError::After { error, .. } => upstream(error),
+        UpstreamError::PathOutside { .. } => m(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "not_found",
+            None,
+            Client,
+        ),
         UpstreamError::NoRoute { .. } => m(
             StatusCode::NOT_FOUND,
             "invalid_request_error",
@@ -429,6 +450,16 @@ mod tests {
             status(IngressError::UriTooLong { limit: 8192 }),
             (414, "invalid_request_error", None)
         );
+        assert_eq!(
+            status(IngressError::PathOutside {
+                path: "/v1/../x".into()
+            }),
+            (404, "invalid_request_error", None)
+        );
+        assert_eq!(
+            status(IngressError::DuplicateHost),
+            (400, "invalid_request_error", None)
+        );
     }
 
     #[test]
@@ -479,6 +510,12 @@ mod tests {
                 reason: "reset".into()
             }),
             (502, "upstream_error", None)
+        );
+        assert_eq!(
+            status(UpstreamError::PathOutside {
+                path: "/v1/../x".into()
+            }),
+            (404, "invalid_request_error", None)
         );
         assert_eq!(
             status(UpstreamError::RequestBodyTooLarge { limit: 1 }),

@@ -20,6 +20,9 @@ pub enum UpstreamError {
         humantime::format_duration(*after)
     )]
     RequestBodyTimeout { after: Duration },
+    /// A path outside `/v1/`, which is never joined to an upstream's URL.
+    #[error("The path {path} is outside /v1/ and is not forwarded.")]
+    PathOutside { path: String },
     #[error("The model `{model}` is not served here: no upstream's `models` matches it.")]
     NoRoute { model: String },
     /// Every upstream serving the request is out of rotation (breaker open,

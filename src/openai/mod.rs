@@ -5,6 +5,7 @@ pub mod content;
 pub mod endpoint;
 pub mod error;
 pub mod other_streams;
+pub mod path;
 pub mod request;
 pub mod sse;
 

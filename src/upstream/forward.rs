@@ -33,26 +33,14 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
-/// `{base_url}{path after /v1}{?query}`.
+/// `{base_url}{path after /v1}{?query}`; a path that leaves `/v1/` is
+/// refused here too (ingress refuses it first), so it can never be sent.
 pub(super) fn upstream_uri(
     upstream: &Upstream,
     uri: &http::Uri,
 ) -> Result<http::Uri, UpstreamError> {
-    let path = uri.path();
-    let rest = path.strip_prefix("/v1").unwrap_or(path);
-    let query = uri.query();
-    let mut joined = String::with_capacity(
-        upstream.base_path.len() + rest.len() + query.map_or(0, |q| q.len() + 1),
-    );
-    joined.push_str(&upstream.base_path);
-    joined.push_str(rest);
-    if joined.is_empty() {
-        joined.push('/');
-    }
-    if let Some(query) = query {
-        joined.push('?');
-        joined.push_str(query);
-    }
+    let joined = crate::openai::path::join(&upstream.base_path, uri)
+        .map_err(|outside| UpstreamError::PathOutside { path: outside.path })?;
     http::Uri::builder()
         .scheme(upstream.scheme.clone())
         .authority(upstream.authority.clone())

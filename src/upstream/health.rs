@@ -162,6 +162,20 @@ impl Health {
         }
     }
 
+    /// A request goes to this upstream although its breaker keeps it out
+    /// (every alternative is out too): it is the probe, so its success
+    /// closes the breaker at once.
+    pub fn panic_probe(&self, now: Instant) {
+        let mut state = self.lock();
+        let before = state.circuit.state();
+        state.circuit.probe(now);
+        let after = state.circuit.state();
+        drop(state);
+        metrics::counter!(crate::observe::UPSTREAM_PANIC_TOTAL, "upstream" => self.label.clone())
+            .increment(1);
+        self.changed(before, after);
+    }
+
     /// Takes in one attempt's outcome.
     pub fn record(&self, outcome: Outcome, now: Instant) {
         let mut state = self.lock();

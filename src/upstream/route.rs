@@ -195,13 +195,25 @@ impl Upstreams {
     /// The upstream to send a request for `model` to, skipping those in
     /// `tried` and those out of rotation. A half-open upstream chosen here is
     /// sent its probe.
+    ///
+    /// When every untried upstream that serves the model is kept out by its
+    /// breaker (none merely resting after a 429), the one whose cool-down
+    /// ends first is tried anyway (panic mode, as Envoy never ejects the
+    /// last host): a recovered upstream is used on the next request, while
+    /// the open state still spares an upstream that has a healthy
+    /// alternative.
     pub fn pick(&self, model: Option<&str>, tried: &[usize], now: Instant) -> Pick {
         let mut out: Option<(Duration, Why)> = None;
+        let mut panic: Option<(Duration, Arc<Upstream>)> = None;
         let mut consider = |upstream: &Arc<Upstream>| match upstream.health.admit(now) {
             Admission::Open | Admission::Probe => Some(Pick::Chosen(upstream.clone())),
             Admission::Closed { for_at_least, why } => {
                 if out.is_none_or(|(d, _)| for_at_least < d) {
                     out = Some((for_at_least, why));
+                }
+                if why != Why::RateLimited && panic.as_ref().is_none_or(|(d, _)| for_at_least < *d)
+                {
+                    panic = Some((for_at_least, upstream.clone()));
                 }
                 None
             }
@@ -227,6 +239,10 @@ impl Upstreams {
                     return pick;
                 }
             }
+        }
+        if let Some((_, upstream)) = panic {
+            upstream.health.panic_probe(now);
+            return Pick::Chosen(upstream);
         }
         match out {
             Some((retry_in, why)) => Pick::Out { retry_in, why },
@@ -515,5 +531,56 @@ mod tests {
             }
             other => panic!("expected Unavailable, got {other:?}"),
         }
+    }
+
+    /// Opens `u`'s breaker at `now` with failures.
+    fn trip(u: &Upstream, now: Instant) {
+        for _ in 0..20 {
+            u.health.record(super::super::health::Outcome::Failure, now);
+        }
+        assert!(!u.health.available(now), "{} not tripped", u.name);
+    }
+
+    #[test]
+    fn the_last_upstream_is_tried_even_with_its_breaker_open() {
+        let u = weighted(&[("only", &["*"], 1)]);
+        let now = Instant::now();
+        trip(&u.list[0], now);
+        // Panic mode: tried anyway, as the probe; a success closes it.
+        assert_eq!(name(&u, Some("m")).as_deref(), Some("only"));
+        u.list[0]
+            .health
+            .record(super::super::health::Outcome::Success, now);
+        assert!(u.list[0].health.available(now));
+        // Once tried by this request, it is not tried again.
+        trip(&u.list[0], now);
+        assert!(!matches!(u.pick(Some("m"), &[0], now), Pick::Chosen(_)));
+    }
+
+    #[test]
+    fn an_open_breaker_still_spares_an_upstream_with_a_healthy_alternative() {
+        let u = weighted(&[("a", &["*"], 1), ("b", &["*"], 1)]);
+        let now = Instant::now();
+        trip(&u.list[0], now);
+        for _ in 0..50 {
+            assert_eq!(name(&u, Some("m")).as_deref(), Some("b"));
+        }
+        // Both open: one is tried, then the other.
+        trip(&u.list[1], now);
+        let first = match u.pick(Some("m"), &[], now) {
+            Pick::Chosen(up) => up.index,
+            other => panic!("expected a panic pick, got {other:?}"),
+        };
+        match u.pick(Some("m"), &[first], now) {
+            Pick::Chosen(up) => assert_ne!(up.index, first),
+            other => panic!("expected the other one, got {other:?}"),
+        }
+        // An upstream resting after a 429 is not panicked into.
+        let rested = weighted(&[("r", &["*"], 1)]);
+        rested.list[0].health.rest(now + Duration::from_secs(5));
+        assert!(matches!(
+            rested.first(Some("m"), now),
+            Err(UpstreamError::Unavailable { .. })
+        ));
     }
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 #![expect(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
 
+pub mod hostile;
 pub mod net;
 pub mod prompt;
 pub mod redis;
