@@ -15,159 +15,21 @@
 )]
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde_json::Value;
 use sluice::compress::Compressor;
 use sluice::config::{CompressConfig, CompressLevel, PruneConfig};
-use sluice::openai::{ApiRequest, Endpoint};
 use sluice::prune::{PruneLayer, run};
 use sluice::tokens::{Counter, Encoding, prompt};
 
+#[path = "support/corpus.rs"]
+mod corpus;
+
+use corpus::*;
+
 /// Picks (and shapes) the request of a conversation for a set, or not.
 type Select = fn(&Conversation) -> Option<Value>;
-
-struct Conversation {
-    name: String,
-    kind: String,
-    endpoint: Endpoint,
-    request: Value,
-    fact: Option<String>,
-}
-
-fn corpus() -> Vec<Conversation> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/corpus/conversations");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .map(|path| {
-            let v: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-            Conversation {
-                name: v["name"].as_str().unwrap_or_default().to_owned(),
-                kind: v["kind"].as_str().unwrap_or_default().to_owned(),
-                endpoint: if v["endpoint"] == "responses" {
-                    Endpoint::Responses
-                } else {
-                    Endpoint::ChatCompletions
-                },
-                request: v["request"].clone(),
-                fact: v["fact"].as_str().map(str::to_owned),
-            }
-        })
-        .collect()
-}
-
-fn api(endpoint: Endpoint, body: &Value) -> ApiRequest {
-    ApiRequest::parse(endpoint, serde_json::to_vec(body).unwrap().into()).unwrap()
-}
-
-fn list_field(endpoint: Endpoint) -> &'static str {
-    if endpoint == Endpoint::Responses {
-        "input"
-    } else {
-        "messages"
-    }
-}
-
-/// Tokens of a request's messages as pruning budgets them (tools aside).
-fn budgeted(counter: &Counter, endpoint: Endpoint, body: &Value) -> u64 {
-    let mut body = body.clone();
-    if let Some(obj) = body.as_object_mut() {
-        obj.remove("tools");
-    }
-    prompt::request(counter, &api(endpoint, &body))
-}
-
-/// Tool calls without their results or results without their calls.
-fn integrity_violations(items: &[Value]) -> usize {
-    let mut calls: HashSet<String> = HashSet::new();
-    let mut results: HashSet<String> = HashSet::new();
-    let mut violations = 0;
-    for item in items {
-        for call in item["tool_calls"].as_array().into_iter().flatten() {
-            calls.insert(call["id"].as_str().unwrap_or_default().to_owned());
-        }
-        if item["type"] == "function_call" {
-            calls.insert(item["call_id"].as_str().unwrap_or_default().to_owned());
-        }
-        let result = item["tool_call_id"].as_str().or_else(|| {
-            (item["type"] == "function_call_output")
-                .then(|| item["call_id"].as_str().unwrap_or_default())
-        });
-        if let Some(id) = result {
-            if !calls.contains(id) {
-                violations += 1;
-            }
-            results.insert(id.to_owned());
-        }
-    }
-    violations + calls.difference(&results).count()
-}
-
-fn is_fixed(item: &Value) -> bool {
-    matches!(item["role"].as_str(), Some("system" | "developer"))
-}
-
-/// A plain sliding window: system messages, then the newest messages while
-/// they fit the budget and the message limit.
-fn window(
-    counter: &Counter,
-    conversation: &Conversation,
-    max_tokens: u64,
-    max_messages: usize,
-) -> Value {
-    let field = list_field(conversation.endpoint);
-    let items = conversation.request[field]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let encoding = counter.encoding(conversation.request["model"].as_str());
-    let tokens: Vec<u64> = items
-        .iter()
-        .map(|i| prompt::message(counter, encoding, &i.to_string()))
-        .collect();
-    let fixed: u64 = items
-        .iter()
-        .zip(&tokens)
-        .filter(|(i, _)| is_fixed(i))
-        .map(|(_, t)| t)
-        .sum();
-    let mut body = conversation.request.clone();
-    body[field] = Value::Array(vec![]);
-    let overhead = budgeted(counter, conversation.endpoint, &body);
-    let mut room = max_tokens.saturating_sub(overhead + fixed);
-    let mut slots = max_messages;
-    let mut keep = vec![false; items.len()];
-    for (i, item) in items.iter().enumerate() {
-        keep[i] = is_fixed(item);
-    }
-    for i in (0..items.len()).rev() {
-        if is_fixed(&items[i]) {
-            continue;
-        }
-        if tokens[i] > room || slots == 0 {
-            break;
-        }
-        room -= tokens[i];
-        slots -= 1;
-        keep[i] = true;
-    }
-    body[field] = Value::Array(
-        items
-            .into_iter()
-            .zip(keep)
-            .filter(|(_, k)| *k)
-            .map(|(i, _)| i)
-            .collect(),
-    );
-    body
-}
 
 #[derive(Default)]
 struct Tally {
@@ -277,14 +139,6 @@ fn main() {
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     for budget in [2000u64, 4000, 8000] {
-        let layer = PruneLayer::new(
-            &PruneConfig {
-                enabled: true,
-                max_context_tokens: budget as usize,
-                ..PruneConfig::default()
-            },
-            counter.clone(),
-        );
         for (set, filter) in [
             (
                 "agent 45-55k",
@@ -293,50 +147,63 @@ fn main() {
             ),
             ("all long", |c: &Conversation, _| c.kind != "short"),
         ] {
-            let mut pruned = Tally::default();
-            let mut windowed = Tally::default();
-            for c in &corpus {
-                let request = api(c.endpoint, &c.request);
-                let total = prompt::request(&counter, &request);
-                if !filter(c, total) {
-                    continue;
-                }
-                let field = list_field(c.endpoint);
-                let before = budgeted(&counter, c.endpoint, &c.request);
-                let outcome = run(&layer, &request, None);
-                let sent: Value = outcome.pruned.as_ref().map_or(c.request.clone(), |p| {
-                    serde_json::from_slice(&p.to_bytes()).unwrap()
-                });
-                let after = budgeted(&counter, c.endpoint, &sent);
-                let items = sent[field].as_array().cloned().unwrap_or_default();
-                pruned.add(before, after, budget, &items, c.fact.as_deref(), &sent);
-                if std::env::var_os("BUDGET_REPORT_VERBOSE").is_some() {
-                    let kept = c.fact.as_deref().is_none_or(|f| {
-                        let escaped = serde_json::to_string(f).unwrap();
-                        sent.to_string().contains(&escaped[1..escaped.len() - 1])
+            for (mode, prefix_stable) in [("prefix-stable", true), ("tightest cut", false)] {
+                let layer = PruneLayer::new(
+                    &PruneConfig {
+                        enabled: true,
+                        max_context_tokens: budget as usize,
+                        prefix_stable,
+                        ..PruneConfig::default()
+                    },
+                    counter.clone(),
+                );
+                let mut pruned = Tally::default();
+                let mut windowed = Tally::default();
+                for c in &corpus {
+                    let request = api(c.endpoint, &c.request);
+                    let total = prompt::request(&counter, &request);
+                    if !filter(c, total) {
+                        continue;
+                    }
+                    let field = list_field(c.endpoint);
+                    let before = budgeted(&counter, c.endpoint, &c.request);
+                    let outcome = run(&layer, &request, None);
+                    let sent: Value = outcome.pruned.as_ref().map_or(c.request.clone(), |p| {
+                        serde_json::from_slice(&p.to_bytes()).unwrap()
                     });
-                    println!(
-                        "  {budget} {set} {}: {before} -> {after}, {} items, fact kept: {kept}",
-                        c.name,
-                        items.len()
-                    );
-                    if std::env::var("BUDGET_REPORT_VERBOSE").is_ok_and(|v| v == c.name) {
-                        for item in &items {
-                            println!(
-                                "    {}",
-                                item.to_string().chars().take(1500).collect::<String>()
-                            );
+                    let after = budgeted(&counter, c.endpoint, &sent);
+                    let items = sent[field].as_array().cloned().unwrap_or_default();
+                    pruned.add(before, after, budget, &items, c.fact.as_deref(), &sent);
+                    if std::env::var_os("BUDGET_REPORT_VERBOSE").is_some() {
+                        let kept = c.fact.as_deref().is_none_or(|f| {
+                            let escaped = serde_json::to_string(f).unwrap();
+                            sent.to_string().contains(&escaped[1..escaped.len() - 1])
+                        });
+                        println!(
+                            "  {budget} {set} {}: {before} -> {after}, {} items, fact kept: {kept}",
+                            c.name,
+                            items.len()
+                        );
+                        if std::env::var("BUDGET_REPORT_VERBOSE").is_ok_and(|v| v == c.name) {
+                            for item in &items {
+                                println!(
+                                    "    {}",
+                                    item.to_string().chars().take(1500).collect::<String>()
+                                );
+                            }
                         }
                     }
-                }
 
-                let plain = window(&counter, c, budget, 5);
-                let after = budgeted(&counter, c.endpoint, &plain);
-                let items = plain[field].as_array().cloned().unwrap_or_default();
-                windowed.add(before, after, budget, &items, c.fact.as_deref(), &plain);
+                    let plain = window(&counter, c, budget, 5);
+                    let after = budgeted(&counter, c.endpoint, &plain);
+                    let items = plain[field].as_array().cloned().unwrap_or_default();
+                    windowed.add(before, after, budget, &items, c.fact.as_deref(), &plain);
+                }
+                pruned.row(&format!("{budget}, {set}, sluice prune, {mode}"));
+                if prefix_stable {
+                    windowed.row(&format!("{budget}, {set}, sliding window"));
+                }
             }
-            pruned.row(&format!("{budget}, {set}, sluice prune"));
-            windowed.row(&format!("{budget}, {set}, sliding window"));
         }
     }
 

@@ -155,6 +155,8 @@ pub(crate) fn rewrite_settings(config: &Config) -> String {
         max_messages,
         max_context_tokens,
         keep_file_content_turns,
+        prefix_stable,
+        cut_depth,
     } = &config.prune;
     let crate::config::CompressConfig {
         level,
@@ -168,7 +170,9 @@ pub(crate) fn rewrite_settings(config: &Config) -> String {
             enabled,
             max_messages,
             max_context_tokens,
-            keep_file_content_turns
+            keep_file_content_turns,
+            prefix_stable,
+            cut_depth
         ),
         (level, max_prompt_tokens, head_ratio),
         fallback_encoding

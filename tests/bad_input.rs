@@ -730,11 +730,11 @@ async fn dot_segments_never_leave_v1() {
         "/v1/..\\secret",
     ] {
         for method in ["GET", "POST"] {
-            let request = head(method, path, "content-length: 2\r\n")
+            let request = head(method, path, "content-length: 2\r\nconnection: close\r\n")
                 .into_iter()
                 .chain(*b"{}")
                 .collect();
-            let answer = exchange(&h, request, Then::HalfClose).await;
+            let answer = exchange(&h, request, Then::Wait).await;
             let statuses = answer.refused(path);
             assert!(
                 statuses.first().is_some_and(|s| [400, 404].contains(s)),
@@ -777,12 +777,12 @@ async fn two_host_headers_get_400() {
     let body = serde_json::to_vec(&chat("hi")).unwrap();
     let mut request = format!(
         "POST /v1/chat/completions HTTP/1.1\r\nhost: sluice\r\nhost: elsewhere.example\r\n\
-         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+         content-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
         body.len()
     )
     .into_bytes();
     request.extend_from_slice(&body);
-    let answer = exchange(&h, request, Then::HalfClose).await;
+    let answer = exchange(&h, request, Then::Wait).await;
     assert_eq!(answer.refused("two Host headers"), [400]);
     assert!(h.mock.requests().is_empty());
     healthy(&h, "two Host headers").await;

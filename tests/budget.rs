@@ -114,11 +114,8 @@ async fn pruning_on_request_cuts_the_conversation_upstream_receives() {
         messages.last().unwrap()["content"],
         "What should we change next?"
     );
-    // At most 5 non-system messages, a tool call with its results as one.
-    let counted = messages
-        .iter()
-        .filter(|m| m["role"] != "system" && m["role"] != "tool")
-        .count();
+    // At most 5 entries besides the system message, tool results counted.
+    let counted = messages.iter().filter(|m| m["role"] != "system").count();
     assert!(counted <= 5, "{counted}");
     assert_eq!(upstream["model"], "gpt-4o");
     // Off by default: the same request without the header goes whole.
@@ -344,4 +341,168 @@ async fn odd_bodies_are_forwarded_not_failed() {
             response.status()
         );
     }
+}
+
+/// The requests of an agent run, turn by turn: the conversation as it
+/// stood after each tool result, growing at the end.
+fn agent_turns(rounds: usize) -> Vec<Value> {
+    let whole = agent(rounds, "unused");
+    let messages = whole["messages"].as_array().unwrap();
+    (0..messages.len())
+        .filter(|&i| messages[i]["role"] == "tool")
+        .map(|i| json!({"model": "gpt-4o", "messages": messages[..=i].to_vec()}))
+        .collect()
+}
+
+async fn pruned_upstream(h: &Harness, body: &Value) -> bytes::Bytes {
+    let response = send(h, "/v1/chat/completions", body, &[]).await;
+    assert_eq!(response.status(), 200);
+    h.last_upstream_request("/v1/chat/completions").body
+}
+
+fn messages_of(body: &[u8]) -> Vec<Value> {
+    let value: Value = serde_json::from_slice(body).unwrap();
+    value["messages"].as_array().unwrap().clone()
+}
+
+/// Replays a growing agent run through a fresh sluice; the prompts sent,
+/// turn by turn, and the number of turns pruning acted on whose prompt
+/// began with the previous turn's, message for message.
+async fn replay_run(prefix_stable: bool) -> (Vec<bytes::Bytes>, usize, usize) {
+    let h = Harness::start_with(MockOptions::default(), |c| {
+        c.prune.enabled = true;
+        c.prune.max_context_tokens = 8000;
+        c.prune.max_messages = 1000;
+        c.prune.prefix_stable = prefix_stable;
+        c.cache.enabled = false;
+        c.compress.level = CompressLevel::Off;
+    })
+    .await;
+    let turns = agent_turns(40);
+    let mut bodies = Vec::new();
+    let mut sent: Vec<Vec<Value>> = Vec::new();
+    for turn in &turns {
+        let body = pruned_upstream(&h, turn).await;
+        let messages = messages_of(&body);
+        assert!(
+            count(Endpoint::ChatCompletions, &json!({"messages": messages})) <= 8000,
+            "over the budget"
+        );
+        sent.push(messages);
+        bodies.push(body);
+    }
+    let pruned: Vec<usize> = (1..turns.len())
+        .filter(|&t| sent[t].len() < turns[t]["messages"].as_array().unwrap().len())
+        .collect();
+    let appended = pruned
+        .iter()
+        .filter(|&&t| sent[t].starts_with(&sent[t - 1]))
+        .count();
+    (bodies, appended, pruned.len())
+}
+
+/// With `prefix_stable` a growing agent run's pruned prompts grow by
+/// appending on most turns: each begins with the previous one, message for
+/// message, so the provider's prompt cache keeps serving it, where the
+/// tightest cut changes the beginning on most turns. The cut is made from
+/// the conversation alone: a second replica, started fresh, sends the same
+/// bytes for the same turn.
+#[tokio::test]
+async fn prefix_stable_cuts_append_and_are_the_same_on_a_fresh_replica() {
+    let (stable, appended, pruned) = replay_run(true).await;
+    assert!(pruned >= 10, "pruning acted on {pruned} turns");
+    let (_, tight_appended, tight_pruned) = replay_run(false).await;
+    assert_eq!(pruned, tight_pruned);
+    assert!(
+        appended * 2 >= pruned && appended >= tight_appended * 2,
+        "prefix-stable: {appended} of {pruned} turns appended; tightest cut: {tight_appended}"
+    );
+    // A fresh replica sends the same bytes, turn by turn.
+    let (again, _, _) = replay_run(true).await;
+    assert_eq!(again, stable);
+}
+
+/// A message carrying a client's cache marker (`cache_control`) is sent as
+/// the client wrote it: not compressed, not cut, not dropped; a
+/// `prompt_cache_key` goes upstream as sent.
+#[tokio::test]
+async fn messages_with_cache_markers_are_sent_as_written() {
+    let h = Harness::start_with(MockOptions::default(), |c| {
+        c.prune.enabled = true;
+        c.prune.max_context_tokens = 2000;
+        c.compress.level = CompressLevel::Aggressive;
+    })
+    .await;
+    let mut body = agent(20, "What next?");
+    let marked = json!({"role": "user", "content": [{
+        "type": "text",
+        "text": format!("Context, kept as is:   \n\n\n\n{}", file("marked", 40)),
+        "cache_control": {"type": "ephemeral"}
+    }]});
+    let messages = body["messages"].as_array_mut().unwrap();
+    messages.insert(1, marked.clone());
+    body["prompt_cache_key"] = json!("agent-run-7");
+    let response = send(&h, "/v1/chat/completions", &body, &[]).await;
+    let (original, sent) = counts(&response);
+    assert!(sent < original, "nothing was pruned: {original} {sent}");
+    let upstream = h.last_upstream_request("/v1/chat/completions").body;
+    let text = std::str::from_utf8(&upstream).unwrap();
+    assert!(
+        text.contains(&serde_json::to_string(&marked).unwrap()),
+        "the marked message was changed or dropped"
+    );
+    let value: Value = serde_json::from_slice(&upstream).unwrap();
+    assert_eq!(value["prompt_cache_key"], "agent-run-7");
+}
+
+/// `max_messages` counts the entries of the list (system messages aside):
+/// a tool call with its results counts each of them, and a group that
+/// would pass the limit goes whole.
+#[tokio::test]
+async fn max_messages_counts_entries_and_keeps_tool_groups_whole() {
+    let h = Harness::start_with(MockOptions::default(), |c| {
+        c.prune.enabled = true;
+        c.prune.max_context_tokens = 100_000;
+        c.prune.max_messages = 10;
+    })
+    .await;
+    let mut messages = vec![
+        json!({"role": "system", "content": "Be brief."}),
+        json!({"role": "user", "content": "Look around."}),
+    ];
+    for r in 0..6 {
+        let ids: Vec<String> = (0..3).map(|i| format!("call_{r}_{i}")).collect();
+        messages.push(
+            json!({"role": "assistant", "content": null, "tool_calls": ids.iter().map(|id| json!({
+            "id": id, "type": "function", "function": {"name": "ls", "arguments": "{}"}
+        })).collect::<Vec<_>>()}),
+        );
+        for id in &ids {
+            messages.push(json!({"role": "tool", "tool_call_id": id, "content": "a b c"}));
+        }
+        messages.push(json!({"role": "assistant", "content": format!("Round {r} done.")}));
+    }
+    messages.push(json!({"role": "user", "content": "Summarise."}));
+    let body = json!({"model": "gpt-4o", "messages": messages});
+    send(&h, "/v1/chat/completions", &body, &[]).await;
+    let sent = messages_of(&h.last_upstream_request("/v1/chat/completions").body);
+    let counted = sent.iter().filter(|m| m["role"] != "system").count();
+    assert!(counted <= 10, "{counted} entries sent");
+    assert!(counted >= 6, "{counted} entries sent: more fit");
+    // Every call sent has all three of its results, and every result its call.
+    let calls: Vec<&str> = sent
+        .iter()
+        .filter_map(|m| m["tool_calls"].as_array())
+        .flatten()
+        .filter_map(|c| c["id"].as_str())
+        .collect();
+    let results: Vec<&str> = sent
+        .iter()
+        .filter_map(|m| m["tool_call_id"].as_str())
+        .collect();
+    let mut sorted_calls = calls.clone();
+    sorted_calls.sort_unstable();
+    let mut sorted_results = results.clone();
+    sorted_results.sort_unstable();
+    assert_eq!(sorted_calls, sorted_results);
 }

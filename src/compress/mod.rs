@@ -215,6 +215,11 @@ fn items(items: &[&str], texts: &dyn Fn(&str, Option<&str>) -> Option<String>) -
             continue;
         };
         fields.remember_calls(&mut languages);
+        if content::cache_marked(item) {
+            // A client's cache breakpoint: its bytes stay as sent.
+            out.push(Cow::Borrowed(item));
+            continue;
+        }
         let language = fields.result_of().and_then(|id| languages.get(id).copied());
         if !fields.texts().any(|t| texts(t, language).is_some()) {
             out.push(Cow::Borrowed(item));

@@ -12,6 +12,12 @@ pub struct PruneConfig {
     pub max_messages: usize,
     pub max_context_tokens: usize,
     pub keep_file_content_turns: usize,
+    /// Cut so that the next turns' prompts begin with this one's (the
+    /// provider's prompt cache keeps serving it); `false`: the tightest cut.
+    pub prefix_stable: bool,
+    /// With `prefix_stable`: the share of the budget a cut (or a batch of
+    /// older turns rewritten) frees, so the turns after it only append.
+    pub cut_depth: f64,
 }
 
 impl Default for PruneConfig {
@@ -21,6 +27,8 @@ impl Default for PruneConfig {
             max_messages: 5,
             max_context_tokens: 4000,
             keep_file_content_turns: 1,
+            prefix_stable: false,
+            cut_depth: 0.5,
         }
     }
 }

@@ -105,6 +105,8 @@ fn defaults_match_the_spec_table() {
     assert_eq!(c.prune.max_messages, 5);
     assert_eq!(c.prune.max_context_tokens, 4000);
     assert_eq!(c.prune.keep_file_content_turns, 1);
+    assert!(!c.prune.prefix_stable);
+    assert_eq!(c.prune.cut_depth, 0.5);
 
     assert_eq!(c.compress.level, CompressLevel::Safe);
     assert_eq!(c.compress.max_prompt_tokens, 12000);
@@ -670,6 +672,8 @@ fn every_validation_rule() {
             |c| c.compress.max_prompt_tokens = 0,
             "compress.max_prompt_tokens",
         ),
+        (|c| c.prune.cut_depth = 0.0, "prune.cut_depth"),
+        (|c| c.prune.cut_depth = 1.0, "prune.cut_depth"),
         (|c| c.compress.head_ratio = 0.0, "compress.head_ratio"),
         (|c| c.compress.head_ratio = 1.0, "compress.head_ratio"),
         (

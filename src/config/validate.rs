@@ -349,6 +349,13 @@ fn prune_and_compress(config: &Config) -> Checked {
         "compress.max_prompt_tokens",
         config.compress.max_prompt_tokens as u64,
     )?;
+    let depth = config.prune.cut_depth;
+    if !(depth > 0.0 && depth < 1.0) {
+        return fail(
+            "prune.cut_depth",
+            format!("must be between 0 and 1 (exclusive), got {depth}"),
+        );
+    }
     let ratio = config.compress.head_ratio;
     if !(ratio > 0.0 && ratio < 1.0) {
         return fail(

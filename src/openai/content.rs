@@ -58,6 +58,26 @@ pub fn rewrite_texts(item: &mut Value, rewrite: &mut dyn FnMut(&str) -> Option<S
     changed
 }
 
+/// Whether a message or item carries a client's prompt-cache marker: a
+/// `cache_control` field anywhere in it (Anthropic-style breakpoints on
+/// content parts, passed through by OpenAI-compatible gateways). Such a
+/// message is sent as the client wrote it, or the marker means nothing.
+pub fn cache_marked(raw: &str) -> bool {
+    fn has_key(value: &Value) -> bool {
+        match value {
+            Value::Object(map) => map
+                .iter()
+                .any(|(key, value)| key == CACHE_CONTROL || has_key(value)),
+            Value::Array(values) => values.iter().any(has_key),
+            _ => false,
+        }
+    }
+    memchr::memmem::find(raw.as_bytes(), CACHE_CONTROL.as_bytes()).is_some()
+        && serde_json::from_str::<Value>(raw).is_ok_and(|value| has_key(&value))
+}
+
+const CACHE_CONTROL: &str = "cache_control";
+
 /// One JSON array of the given JSON texts.
 pub fn json_array<S: AsRef<str>>(items: &[S]) -> String {
     let len = items.iter().map(|i| i.as_ref().len() + 1).sum::<usize>() + 2;

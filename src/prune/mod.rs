@@ -53,6 +53,7 @@ impl PruneLayer {
                 max_tokens: config.max_context_tokens as u64,
                 max_messages: config.max_messages,
                 keep_file_content_turns: config.keep_file_content_turns,
+                cut_depth: config.prefix_stable.then_some(config.cut_depth),
             },
             counter,
         }

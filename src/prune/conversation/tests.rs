@@ -1,5 +1,6 @@
 use super::*;
 use serde_json::json;
+use std::collections::HashSet;
 
 const ENCODING: Encoding = Encoding::O200kBase;
 
@@ -8,6 +9,7 @@ fn budget(max_tokens: u64, max_messages: usize) -> Budget {
         max_tokens,
         max_messages,
         keep_file_content_turns: 1,
+        cut_depth: None,
     }
 }
 
