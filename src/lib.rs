@@ -26,6 +26,7 @@ pub mod demo;
 pub mod edge;
 pub mod error;
 pub mod ingress;
+pub mod ledger;
 pub mod lifecycle;
 pub mod mock;
 pub mod observe;

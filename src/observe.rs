@@ -90,6 +90,7 @@ fn install() -> Option<PrometheusHandle> {
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     crate::report::describe();
+    crate::ledger::describe();
     describe_counter!(
         REQUESTS_TOTAL,
         "Requests answered, by endpoint and HTTP status."

@@ -118,15 +118,23 @@ impl Running {
     /// Waits until every worker has stopped.
     pub async fn wait(mut self) {
         while self.done.recv().await.is_some() {}
-        let cache = {
+        let started = std::time::Instant::now();
+        let (cache, ledger) = {
             let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-            match &current.shared.cache {
+            let cache = match &current.shared.cache {
                 crate::cache::CacheLayer::Enabled(cache) => Some(cache.clone()),
                 crate::cache::CacheLayer::Disabled => None,
-            }
+            };
+            (cache, current.shared.ledger.clone())
         };
         if let Some(cache) = cache {
             cache.flush(self.shutdown_grace).await;
+        }
+        // Last: the cache's read-on answers make records too.
+        if let Some(ledger) = ledger {
+            ledger
+                .flush(self.shutdown_grace.saturating_sub(started.elapsed()))
+                .await;
         }
     }
 

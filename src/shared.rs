@@ -12,6 +12,7 @@ use crate::cache::CacheLayer;
 use crate::compress::CompressLayer;
 use crate::config::Config;
 use crate::edge::load_shed::LoadShedLayer;
+use crate::ledger::Ledger;
 use crate::lifecycle::Lifecycle;
 use crate::prune::PruneLayer;
 use crate::rate_limit::RateLimitLayer;
@@ -61,6 +62,9 @@ pub struct Shared {
     pub retry: Arc<RetrySettings>,
     /// Usage and savings counters, prices, the access log.
     pub reporter: Arc<Reporter>,
+    /// The usage ledger's writer (`[ledger]`), kept across reloads that
+    /// leave `[ledger]` alone.
+    pub ledger: Option<Arc<Ledger>>,
     /// The token count cache of the prune, compress and tokens layers.
     pub counter: Arc<Counter>,
 }
@@ -69,6 +73,7 @@ impl Shared {
     pub fn new(config: &Config, settings: &Settings, lifecycle: Arc<Lifecycle>) -> Self {
         // One token count cache for every layer and worker.
         let counter = Arc::new(Counter::new(config.tokens.fallback_encoding));
+        let ledger = start_ledger(config);
         Shared {
             load_shed: LoadShedLayer::new(settings.max_concurrency, lifecycle.clone()),
             lifecycle,
@@ -81,7 +86,8 @@ impl Shared {
             tokens: TokensLayer::new(config, counter.clone()),
             health: Arc::new(crate::upstream::route::health_of(config)),
             retry: Arc::new(RetrySettings::new(&config.retry)),
-            reporter: Reporter::new(config),
+            reporter: Reporter::new(config, ledger.clone()),
+            ledger,
             counter,
         }
     }
@@ -97,6 +103,11 @@ impl Shared {
             Arc::new(Counter::new(new.tokens.fallback_encoding))
         };
         let keep_cache = was.cache == new.cache && rewrite_settings(was) == rewrite_settings(new);
+        let ledger = if was.ledger == new.ledger {
+            old.ledger.clone()
+        } else {
+            start_ledger(new)
+        };
         Shared {
             load_shed: if was.server.max_concurrency == new.server.max_concurrency {
                 old.load_shed.clone()
@@ -133,10 +144,22 @@ impl Shared {
             } else {
                 Arc::new(RetrySettings::new(&new.retry))
             },
-            reporter: Reporter::new(new),
+            reporter: Reporter::new(new, ledger.clone()),
+            ledger,
             counter,
         }
     }
+}
+
+/// The ledger's writer when `[ledger] url` is set. One that cannot start
+/// is logged and left out: usage records are never worth a failed start.
+fn start_ledger(config: &Config) -> Option<Arc<Ledger>> {
+    if config.ledger.url.trim().is_empty() {
+        return None;
+    }
+    Ledger::start(&config.ledger)
+        .map_err(|error| tracing::error!(%error, "the usage ledger is not started"))
+        .ok()
 }
 
 /// Whether the upstreams (and their breakers) are configured alike, so
@@ -195,6 +218,7 @@ pub fn changed_sections(was: &Config, new: &Config) -> Vec<&'static str> {
         sessions,
         auth,
         usage,
+        ledger,
         log,
     } = was;
     let checks = [
@@ -210,6 +234,7 @@ pub fn changed_sections(was: &Config, new: &Config) -> Vec<&'static str> {
         ("sessions", *sessions != new.sessions),
         ("auth", *auth != new.auth),
         ("usage", *usage != new.usage),
+        ("ledger", *ledger != new.ledger),
         ("log", *log != new.log),
     ];
     checks

@@ -10,6 +10,7 @@
 #   MODE=hit benches/load/instructions.sh     # memory-cache hits (the same request again)
 #   SLUICE_BIN=path/to/sluice benches/load/instructions.sh
 #   LOG_LEVEL=info benches/load/instructions.sh   # with the access line (default: warn)
+#   LEDGER_URL=sqlite:///tmp/l.db benches/load/instructions.sh   # with the usage ledger
 #
 # json and stream run with nothing switched on (cache, compression, pruning off);
 # hit with the memory cache on, so every request after the first is a hit.
@@ -46,6 +47,7 @@ run() {
     env -i PATH="$PATH" SLUICE_LOG__LEVEL="${LOG_LEVEL:-warn}" SLUICE_CACHE__ENABLED=$CACHE \
         SLUICE_COMPRESS__LEVEL=off SLUICE_PRUNE__ENABLED=false \
         SLUICE_SERVER__WORKERS=1 SLUICE_UPSTREAMS__0__PREWARM=0 \
+        SLUICE_LEDGER__URL="${LEDGER_URL:-}" \
         valgrind --tool=callgrind --callgrind-out-file="$file" \
         "$BIN" serve --listen "127.0.0.1:$PROXY" --upstream "http://127.0.0.1:$UP/v1" \
         >/dev/null 2>&1 &

@@ -22,6 +22,7 @@ mod clients;
 mod de;
 mod encoding;
 mod error;
+mod ledger;
 mod load;
 mod report;
 mod secret;
@@ -40,6 +41,7 @@ pub use cache::*;
 pub use clients::*;
 pub use encoding::Encoding;
 pub use error::ConfigError;
+pub use ledger::LedgerConfig;
 pub(crate) use load::DEFAULT_PATH;
 pub use report::*;
 pub use secret::{Secret, mask_url};
@@ -62,6 +64,7 @@ pub struct Config {
     pub sessions: SessionsConfig,
     pub auth: AuthConfig,
     pub usage: UsageConfig,
+    pub ledger: LedgerConfig,
     pub log: LogConfig,
 }
 
@@ -80,6 +83,7 @@ impl Default for Config {
             sessions: SessionsConfig::default(),
             auth: AuthConfig::default(),
             usage: UsageConfig::default(),
+            ledger: LedgerConfig::default(),
             log: LogConfig::default(),
         }
     }

@@ -14,6 +14,7 @@ pub(super) fn validate(config: &Config) -> Checked {
     retry(config)?;
     breaker(config)?;
     cache(config)?;
+    ledger(config)?;
     prune_and_compress(config)?;
     rate_limit(config)?;
     sessions(config)?;
@@ -296,6 +297,30 @@ fn breaker(config: &Config) -> Checked {
         );
     }
     positive_duration("breaker.cooldown", breaker.cooldown)
+}
+
+fn ledger(config: &Config) -> Checked {
+    let ledger = &config.ledger;
+    let url = ledger.url.trim();
+    if !url.is_empty()
+        && !["sqlite:", "postgres://", "postgresql://"]
+            .iter()
+            .any(|scheme| url.starts_with(scheme))
+    {
+        return fail(
+            "ledger.url",
+            format!(
+                "must start with sqlite: or postgres://, got {}",
+                mask_url(url)
+            ),
+        );
+    }
+    at_least_one("ledger.queue_size", ledger.queue_size as u64)?;
+    at_least_one("ledger.batch_size", ledger.batch_size as u64)?;
+    if ledger.batch_size > 1000 {
+        return fail("ledger.batch_size", "must be at most 1000");
+    }
+    positive_duration("ledger.flush_interval", ledger.flush_interval)
 }
 
 fn cache(config: &Config) -> Checked {

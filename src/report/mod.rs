@@ -45,16 +45,19 @@ pub struct Reporter {
     access_log: bool,
     stream_usage: bool,
     prices: costs::Prices,
+    /// Where each request's usage record goes, when `[ledger]` is set.
+    ledger: Option<Arc<crate::ledger::Ledger>>,
 }
 
 impl Reporter {
-    pub fn new(config: &Config) -> Arc<Reporter> {
+    pub fn new(config: &Config, ledger: Option<Arc<crate::ledger::Ledger>>) -> Arc<Reporter> {
         labels::MODELS.set_max(config.usage.max_label_values);
         labels::CLIENTS.set_max(config.usage.max_label_values);
         Arc::new(Reporter {
             access_log: config.log.access,
             stream_usage: config.usage.stream_usage == crate::config::StreamUsage::Ask,
             prices: costs::Prices::new(&config.usage.prices),
+            ledger,
         })
     }
 
@@ -89,6 +92,10 @@ struct Notes {
     model: Option<SharedString>,
     price: Option<Price>,
     client: Option<SharedString>,
+    /// The model and client as sent, not as bounded labels: kept only for
+    /// the ledger.
+    model_name: Option<String>,
+    client_name: Option<String>,
     served: Served,
     pruned: u64,
     compressed: u64,
@@ -131,12 +138,19 @@ impl Tally {
         let mut notes = self.notes();
         notes.model = Some(label);
         notes.price = price;
+        if self.0.reporter.ledger.is_some() {
+            notes.model_name = Some(model.to_owned());
+        }
     }
 
     /// The client's identity (its key's name, or a credential's digest).
     pub fn set_client(&self, name: &str) {
         let label = labels::CLIENTS.label(name);
-        self.notes().client = Some(label);
+        let mut notes = self.notes();
+        notes.client = Some(label);
+        if self.0.reporter.ledger.is_some() {
+            notes.client_name = Some(name.to_owned());
+        }
     }
 
     /// Answered from the cache; `usage` is what the stored answer cost.
@@ -258,6 +272,63 @@ impl Finished<'_> {
         }
         if reporter.access_log {
             self.log(&notes, &model, &client, sourced);
+        }
+        if let Some(ledger) = &reporter.ledger {
+            ledger.write(self.ledger_record(&notes, sourced, saved));
+        }
+    }
+
+    /// The request's one usage record: what went upstream (nothing for an
+    /// answer from the cache or shared), what that cost, what was saved.
+    fn ledger_record(
+        &self,
+        notes: &Notes,
+        sourced: Option<(Reported, Source)>,
+        saved: Option<(Reason, Reported)>,
+    ) -> crate::ledger::Record {
+        let upstream = matches!(notes.served, Served::Upstream);
+        let used = sourced.filter(|_| upstream);
+        let cost = used.and_then(|(used, _)| Some(costs::cost(notes.price.as_ref()?, &used)));
+        let (used, source) = match used {
+            Some((used, source)) => (used, Some(source.as_str())),
+            None => (Reported::default(), None),
+        };
+        let marks = self.marks;
+        let time_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        crate::ledger::Record {
+            time_ms,
+            request_id: self.request_id.map(str::to_owned),
+            key: notes
+                .client_name
+                .clone()
+                .unwrap_or_else(|| crate::context::ANONYMOUS.to_owned()),
+            model: notes.model_name.clone(),
+            response_model: None,
+            upstream: marks
+                .upstream
+                .as_ref()
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            endpoint: self.endpoint,
+            status: self.status.map(|s| s.as_u16()),
+            prompt_tokens: used.prompt,
+            completion_tokens: used.completion,
+            cached_tokens: used.cached,
+            usage_source: source,
+            cost,
+            cache: marks.cache.map(|c| c.as_str()),
+            tokens_saved: saved.map_or(0, |(_, usage)| usage.total)
+                + if upstream {
+                    notes.pruned + notes.compressed
+                } else {
+                    0
+                },
+            attempts: marks.attempts,
+            ttfb_ms: self.head.map(|d| d.as_secs_f64() * 1000.0),
+            duration_ms: self.latency.as_secs_f64() * 1000.0,
+            end: crate::ledger::End::of(self.status),
         }
     }
 

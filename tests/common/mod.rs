@@ -6,6 +6,7 @@
 
 pub mod hostile;
 pub mod net;
+pub mod postgres;
 pub mod prompt;
 pub mod redis;
 
