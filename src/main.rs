@@ -48,11 +48,30 @@ enum Command {
     /// after pruning and compression, time) and a summary: answers from the
     /// cache, upstream calls, tokens saved, the latency sluice adds.
     Demo,
+    /// Usage from the ledger (`[ledger] url`), summed by group over a time
+    /// range, as a table: requests, tokens, cost, tokens saved.
+    Usage(UsageArgs),
     /// Check that a running sluice answers (for container HEALTHCHECKs).
     ///
     /// GETs URL (plain http): exit 0 on a 2xx answer within 2 s, 1 otherwise
     /// with the reason on stderr.
     Healthcheck(HealthcheckArgs),
+}
+
+#[derive(Debug, Args)]
+struct UsageArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Start of the range: a duration back from now (`7d`, `12h`) or an
+    /// RFC 3339 time (`2026-12-01T00:00:00Z`).
+    #[arg(long, value_name = "WHEN", default_value = "1d")]
+    since: String,
+    /// End of the range, the same way; default now.
+    #[arg(long, value_name = "WHEN")]
+    until: Option<String>,
+    /// Comma-separated: key, model, upstream, endpoint, day, hour.
+    #[arg(long, value_name = "GROUPS", default_value = "key,model")]
+    group_by: String,
 }
 
 #[derive(Debug, Args)]
@@ -118,7 +137,76 @@ fn main() -> ExitCode {
         Some(Command::CheckConfig(args)) => check_config(args),
         Some(Command::MockUpstream(args)) => mock_upstream(args),
         Some(Command::Demo) => demo(),
+        Some(Command::Usage(args)) => usage(&args),
         Some(Command::Healthcheck(args)) => healthcheck_command(&args.url),
+    }
+}
+
+/// A time given as a duration back from now or an RFC 3339 time.
+fn when(text: &str) -> Result<std::time::SystemTime, String> {
+    if let Ok(back) = humantime::parse_duration(text) {
+        return std::time::SystemTime::now()
+            .checked_sub(back)
+            .ok_or_else(|| format!("{text} is too far back"));
+    }
+    humantime::parse_rfc3339_weak(text)
+        .map_err(|_| format!("{text} is neither a duration (7d) nor an RFC 3339 time"))
+}
+
+fn usage(args: &UsageArgs) -> ExitCode {
+    use sluice::ledger::report::{self, Group};
+    let config = match Config::load(args.config.config.as_deref()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("sluice: {error}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    if config.ledger.url.trim().is_empty() {
+        eprintln!("sluice usage: no ledger configured ([ledger] url)");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let range = when(&args.since).and_then(|since| {
+        let until = args
+            .until
+            .as_deref()
+            .map_or_else(|| Ok(std::time::SystemTime::now()), when)?;
+        Ok((since, until))
+    });
+    let groups: Option<Vec<Group>> = args
+        .group_by
+        .split(',')
+        .filter(|g| !g.trim().is_empty())
+        .map(Group::parse)
+        .collect();
+    let ((since, until), groups) = match (range, groups) {
+        (Ok(range), Some(groups)) => (range, groups),
+        (Err(error), _) => {
+            eprintln!("sluice usage: {error}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+        (_, None) => {
+            eprintln!("sluice usage: --group-by takes key, model, upstream, endpoint, day, hour");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let runtime = match runtime(true) {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    match runtime.block_on(report::usage(&config.ledger.url, since, until, &groups)) {
+        Ok(sums) => {
+            use std::io::Write;
+            let table = report::table(&groups, &sums);
+            match std::io::stdout().lock().write_all(table.as_bytes()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(_) => ExitCode::FAILURE,
+            }
+        }
+        Err(error) => {
+            eprintln!("sluice usage: {error}");
+            ExitCode::FAILURE
+        }
     }
 }
 

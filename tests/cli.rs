@@ -26,6 +26,7 @@ fn every_command_answers_help() {
         &["mock-upstream", "--help"],
         &["demo", "--help"],
         &["healthcheck", "--help"],
+        &["usage", "--help"],
     ] {
         let output = sluice(args, &[]);
         assert!(output.status.success(), "{args:?}: {}", stderr(&output));
@@ -34,7 +35,7 @@ fn every_command_answers_help() {
     }
     let top = sluice(&["--help"], &[]);
     let text = String::from_utf8_lossy(&top.stdout);
-    for command in ["serve", "check-config", "mock-upstream"] {
+    for command in ["serve", "check-config", "mock-upstream", "usage"] {
         assert!(text.contains(command), "{command} missing from --help");
     }
 }
@@ -241,4 +242,28 @@ fn healthcheck_exits_0_only_on_a_2xx_answer() {
 
     running.shutdown();
     runtime.block_on(running.wait());
+}
+
+#[test]
+fn usage_without_a_ledger_or_with_bad_flags_exits_2() {
+    let output = sluice(&["usage"], &[]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("[ledger] url"),
+        "{}",
+        stderr(&output)
+    );
+    let ledger = [("SLUICE_LEDGER__URL", "sqlite:///nonexistent-dir/l.db")];
+    for args in [
+        &["usage", "--group-by", "week"][..],
+        &["usage", "--since", "yesterday-ish"],
+    ] {
+        let output = sluice(args, &ledger);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
 }

@@ -216,6 +216,38 @@ async fn every_request_leaves_one_record_in_sqlite() {
             _ => unreachable!(),
         }
     }
+    // `sluice usage` sums the same rows.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["usage", "--since", "1h", "--group-by", "model,endpoint"])
+        .env("SLUICE_LEDGER__URL", format!("sqlite://{}", path.display()))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let table = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("model") && lines[0].contains("requests"),
+        "{table}"
+    );
+    let chat_line = lines
+        .iter()
+        .find(|l| l.starts_with("gpt-4o-mini") && l.contains("chat_completions"))
+        .unwrap_or_else(|| panic!("{table}"));
+    let chats = rows
+        .values()
+        .filter(|r| r.model.as_deref() == Some("gpt-4o-mini") && r.endpoint == "chat_completions")
+        .count();
+    let requests: usize = chat_line
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(requests, chats, "{table}");
 }
 
 /// A database that cannot be reached never fails or holds a request: the

@@ -1,6 +1,6 @@
 -- One row per request under /v1/: what it used, what it cost, how it ended.
 CREATE TABLE usage_records (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id INTEGER PRIMARY KEY,
     time_ms BIGINT NOT NULL,
     request_id TEXT,
     key TEXT NOT NULL,

@@ -23,6 +23,7 @@
 //! # }
 //! ```
 
+pub mod report;
 mod writer;
 
 use std::sync::Arc;

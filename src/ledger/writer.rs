@@ -33,6 +33,9 @@ impl Target {
                 .map_err(|e| e.to_string())?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
+                // With WAL, NORMAL syncs at checkpoints, not every commit;
+                // a power cut can lose the last batches, never corrupt.
+                .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(5));
             Ok(Target::Sqlite(Box::new(options)))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -44,13 +47,13 @@ impl Target {
 }
 
 /// A connected, migrated database.
-enum Db {
+pub(super) enum Db {
     Sqlite(SqlitePool),
     Postgres(PgPool),
 }
 
 impl Db {
-    async fn connect(target: &Target) -> Result<Db, sqlx::Error> {
+    pub(super) async fn connect(target: &Target) -> Result<Db, sqlx::Error> {
         match target {
             Target::Sqlite(options) => {
                 let pool = SqlitePoolOptions::new()
@@ -74,45 +77,82 @@ impl Db {
     }
 
     async fn insert(&self, rows: &[Record]) -> Result<(), sqlx::Error> {
-        // The same statement for both databases; only the pool's type differs.
-        macro_rules! insert {
-            ($pool:expr) => {{
-                let mut builder = sqlx::QueryBuilder::new(
-                    "INSERT INTO usage_records (time_ms, request_id, key, model, response_model, \
-                     upstream, endpoint, status, prompt_tokens, completion_tokens, cached_tokens, \
-                     usage_source, cost, cache, tokens_saved, attempts, ttfb_ms, duration_ms, \
-                     end_reason) ",
-                );
-                builder.push_values(rows, |mut row, r| {
-                    row.push_bind(r.time_ms)
-                        .push_bind(r.request_id.clone())
-                        .push_bind(r.key.clone())
-                        .push_bind(r.model.clone())
-                        .push_bind(r.response_model.clone())
-                        .push_bind(r.upstream.clone())
-                        .push_bind(r.endpoint)
-                        .push_bind(r.status.map(i32::from))
-                        .push_bind(tokens(r.prompt_tokens))
-                        .push_bind(tokens(r.completion_tokens))
-                        .push_bind(tokens(r.cached_tokens))
-                        .push_bind(r.usage_source)
-                        .push_bind(r.cost)
-                        .push_bind(r.cache)
-                        .push_bind(tokens(r.tokens_saved))
-                        .push_bind(r.attempts.map(|a| i32::try_from(a).unwrap_or(i32::MAX)))
-                        .push_bind(r.ttfb_ms)
-                        .push_bind(r.duration_ms)
-                        .push_bind(r.end.as_str());
-                });
-                builder.build().execute($pool).await.map(|_| ())
-            }};
-        }
         match self {
-            Db::Sqlite(pool) => insert!(pool),
-            Db::Postgres(pool) => insert!(pool),
+            // In-process: one prepared statement (parsed once, then cached)
+            // run per row in one transaction costs far less than parsing a
+            // new multi-row statement for every batch.
+            // Full chunks share one multi-row statement text (so its plan
+            // is cached too), and each statement is one trip to the
+            // driver's thread; the rest go row by row.
+            Db::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                for chunk in rows.chunks(SQLITE_CHUNK) {
+                    if chunk.len() == SQLITE_CHUNK {
+                        let mut builder = sqlx::QueryBuilder::new(INSERT_HEAD);
+                        builder.push_values(chunk, |mut row, r| {
+                            fields!(row, push_bind, r);
+                        });
+                        builder.build().execute(&mut *tx).await?;
+                    } else {
+                        for r in chunk {
+                            let query = sqlx::query(INSERT_ONE);
+                            fields!(query, bind, r).execute(&mut *tx).await?;
+                        }
+                    }
+                }
+                tx.commit().await
+            }
+            // Over the network: one statement, one round trip, per batch.
+            Db::Postgres(pool) => {
+                let mut builder = sqlx::QueryBuilder::new(INSERT_HEAD);
+                builder.push_values(rows, |mut row, r| {
+                    fields!(row, push_bind, r);
+                });
+                builder.build().execute(pool).await.map(|_| ())
+            }
         }
     }
 }
+
+/// The columns of a record, in [`INSERT_HEAD`]'s order, bound with `$bind`.
+macro_rules! fields {
+    ($target:expr, $bind:ident, $r:expr) => {
+        $target
+            .$bind($r.time_ms)
+            .$bind($r.request_id.clone())
+            .$bind($r.key.clone())
+            .$bind($r.model.clone())
+            .$bind($r.response_model.clone())
+            .$bind($r.upstream.clone())
+            .$bind($r.endpoint)
+            .$bind($r.status.map(i32::from))
+            .$bind(tokens($r.prompt_tokens))
+            .$bind(tokens($r.completion_tokens))
+            .$bind(tokens($r.cached_tokens))
+            .$bind($r.usage_source)
+            .$bind($r.cost)
+            .$bind($r.cache)
+            .$bind(tokens($r.tokens_saved))
+            .$bind($r.attempts.map(|a| i32::try_from(a).unwrap_or(i32::MAX)))
+            .$bind($r.ttfb_ms)
+            .$bind($r.duration_ms)
+            .$bind($r.end.as_str())
+    };
+}
+use fields;
+
+const INSERT_HEAD: &str = "INSERT INTO usage_records (time_ms, request_id, key, model, \
+    response_model, upstream, endpoint, status, prompt_tokens, completion_tokens, cached_tokens, \
+    usage_source, cost, cache, tokens_saved, attempts, ttfb_ms, duration_ms, end_reason) ";
+
+/// Rows per multi-row statement on SQLite (19 values each, well under its
+/// limit of 32,766).
+const SQLITE_CHUNK: usize = 32;
+
+const INSERT_ONE: &str = "INSERT INTO usage_records (time_ms, request_id, key, model, \
+    response_model, upstream, endpoint, status, prompt_tokens, completion_tokens, cached_tokens, \
+    usage_source, cost, cache, tokens_saved, attempts, ttfb_ms, duration_ms, end_reason) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)";
 
 /// A token count as the database's signed 64-bit integer.
 fn tokens(n: u64) -> i64 {
