@@ -212,8 +212,12 @@ async fn every_request_leaves_one_record_in_sqlite() {
                 assert_eq!(row.end, "refused");
             }
             "models" => assert_eq!(row.status, Some(200)),
-            // One row; its usage is not counted yet (see docs/usage.md).
-            "abandoned" => assert_eq!(row.status, Some(200)),
+            // One row, marked as left; its usage is not counted yet (see
+            // docs/usage.md).
+            "abandoned" => {
+                assert_eq!(row.status, Some(200));
+                assert_eq!(row.end, "client_gone");
+            }
             _ => unreachable!(),
         }
     }

@@ -80,6 +80,7 @@ where
             endpoint,
             start: Instant::now(),
             status: None,
+            ended: false,
             access,
         };
         MetricsFuture {
@@ -104,6 +105,8 @@ struct Record {
     endpoint: &'static str,
     start: Instant,
     status: Option<StatusCode>,
+    /// The answer's body reached its end (else the client left first).
+    ended: bool,
     access: Option<Box<Access>>,
 }
 
@@ -135,7 +138,7 @@ impl Drop for Record {
         let Some(access) = self.access.take() else {
             return;
         };
-        let (endpoint, status) = (self.endpoint, self.status);
+        let (endpoint, status, ended) = (self.endpoint, self.status, self.ended);
         let pending = access.tally.usage_pending();
         let record = move || {
             Finished {
@@ -143,6 +146,7 @@ impl Drop for Record {
                 path: access.uri.path(),
                 endpoint,
                 status,
+                ended,
                 latency,
                 head: access.head,
                 request_id: access.request_id.as_ref().and_then(|v| v.to_str().ok()),
@@ -191,13 +195,68 @@ where
                     }
                 }
                 let (parts, body) = response.into_parts();
-                Poll::Ready(Ok(Response::from_parts(parts, body::guarded(body, record))))
+                record.ended = http_body::Body::is_end_stream(&body);
+                let body = body::boxed(Measured {
+                    inner: body,
+                    record: Some(record),
+                });
+                Poll::Ready(Ok(Response::from_parts(parts, body)))
             }
             Err(error) => {
                 record.status = Some(error.mapping().status);
+                record.ended = true;
                 drop(record);
                 Poll::Ready(Err(error))
             }
         }
+    }
+}
+
+pin_project! {
+    /// An answer's body that records its request when it ends or is
+    /// dropped, knowing which.
+    struct Measured {
+        #[pin]
+        inner: Body,
+        record: Option<Record>,
+    }
+}
+
+impl http_body::Body for Measured {
+    type Data = bytes::Bytes;
+    type Error = body::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, body::BoxError>>> {
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
+        match &polled {
+            // The end, or the last frame of a body that says so (servers
+            // stop polling then): recorded now.
+            Poll::Ready(None) => {
+                if let Some(mut record) = this.record.take() {
+                    record.ended = true;
+                }
+            }
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => {
+                if let Some(mut record) = this.record.take() {
+                    record.ended = true;
+                }
+            }
+            // A failed body: recorded now, as not ended.
+            Poll::Ready(Some(Err(_))) => drop(this.record.take()),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -62,10 +62,12 @@ impl End {
         }
     }
 
-    /// How a request with this answer status (`None`: none was sent) ended.
-    pub fn of(status: Option<http::StatusCode>) -> End {
+    /// How a request with this answer status (`None`: none was sent)
+    /// ended; `ended`: its body reached its end.
+    pub fn of(status: Option<http::StatusCode>, ended: bool) -> End {
         match status {
             None => End::ClientGone,
+            Some(s) if s.is_success() && !ended => End::ClientGone,
             Some(s) if s == http::StatusCode::GATEWAY_TIMEOUT => End::Timeout,
             Some(s) if s.is_server_error() => End::UpstreamError,
             Some(s) if s.is_client_error() => End::Refused,

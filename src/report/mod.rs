@@ -187,6 +187,9 @@ pub struct Finished<'a> {
     pub endpoint: &'static str,
     /// `None`: the client left before the answer's head.
     pub status: Option<http::StatusCode>,
+    /// The answer's body reached its end (false: the client left during
+    /// it, or it broke).
+    pub ended: bool,
     pub latency: Duration,
     /// Until the answer's head.
     pub head: Option<Duration>,
@@ -328,7 +331,7 @@ impl Finished<'_> {
             attempts: marks.attempts,
             ttfb_ms: self.head.map(|d| d.as_secs_f64() * 1000.0),
             duration_ms: self.latency.as_secs_f64() * 1000.0,
-            end: crate::ledger::End::of(self.status),
+            end: crate::ledger::End::of(self.status, self.ended),
         }
     }
 
