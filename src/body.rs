@@ -87,6 +87,22 @@ pub fn guarded<G: Send + Sync + 'static>(body: Body, guard: G) -> Body {
         Guarded {
             inner: body,
             guard: Some(guard),
+            ended: None,
+        }
+        .boxed(),
+    )
+}
+
+/// [`guarded`], and `ended` runs on the guard when the body reaches its end
+/// (its end of stream, or a last frame after which it says it has ended,
+/// where servers stop polling), so the guard can tell that from a body
+/// dropped before its end (the client left) or one that failed.
+pub fn watched<G: Send + Sync + 'static>(body: Body, guard: G, ended: fn(&mut G)) -> Body {
+    Body(
+        Guarded {
+            inner: body,
+            guard: Some(guard),
+            ended: Some(ended),
         }
         .boxed(),
     )
@@ -97,6 +113,7 @@ pin_project! {
         #[pin]
         inner: Body,
         guard: Option<G>,
+        ended: Option<fn(&mut G)>,
     }
 }
 
@@ -108,12 +125,28 @@ impl<G> http_body::Body for Guarded<G> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
-        if let Poll::Ready(None | Some(Err(_))) = &polled {
-            // End of stream (or a failed one): release now rather than when
-            // the connection gets around to dropping the body.
-            this.guard.take();
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => {
+                if let (Some(ended), Some(guard)) = (this.ended, this.guard.as_mut()) {
+                    ended(guard);
+                }
+                // End of stream: release now rather than when the
+                // connection gets around to dropping the body.
+                this.guard.take();
+            }
+            Poll::Ready(Some(Err(_))) => {
+                this.guard.take();
+            }
+            Poll::Ready(Some(Ok(_))) => {
+                if let (Some(ended), Some(guard)) = (this.ended, this.guard.as_mut())
+                    && this.inner.is_end_stream()
+                {
+                    ended(guard);
+                }
+            }
+            Poll::Pending => {}
         }
         polled
     }
@@ -152,6 +185,23 @@ mod tests {
         assert_eq!(dropped.load(Ordering::SeqCst), 1);
         drop(body);
         assert_eq!(dropped.load(Ordering::SeqCst), 1, "released twice");
+    }
+
+    #[tokio::test]
+    async fn watched_tells_an_end_from_a_drop() {
+        let ended = Arc::new(AtomicUsize::new(0));
+        let mark = |g: &mut CountOnDrop| {
+            g.0.fetch_add(100, Ordering::SeqCst);
+        };
+        // Read to its last frame (a full body says it has ended then).
+        let mut body = watched(full("abc"), CountOnDrop(ended.clone()), mark);
+        assert!(body.frame().await.is_some());
+        drop(body);
+        assert_eq!(ended.load(Ordering::SeqCst), 101);
+        // Dropped before its end.
+        let early = Arc::new(AtomicUsize::new(0));
+        drop(watched(full("abc"), CountOnDrop(early.clone()), mark));
+        assert_eq!(early.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

@@ -19,7 +19,7 @@
 //! [`Shared::reload`]).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -213,7 +213,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .first()
         .and_then(|l| l.local_addr().ok())
         .unwrap_or(config.server.listen);
-    let open_connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let open_connections = Arc::new(AtomicUsize::new(0));
     let conn = ConnSettings {
         max_connections: config.server.max_connections,
         header_read_timeout: config.server.header_read_timeout,
@@ -502,7 +502,7 @@ async fn accept_loop<S>(
                                 let active = Active::new(watch.clone());
                                 futures_util::future::Either::Right(async move {
                                     let response = tower::ServiceExt::oneshot(service, req).await;
-                                    response.map(|r| r.map(|b| crate::body::boxed(Tracked { inner: b, _active: active })))
+                                    response.map(|r| r.map(|b| crate::body::guarded(b, active)))
                                 })
                             } else {
                                 futures_util::future::Either::Left(tower::ServiceExt::oneshot(service, req))
@@ -631,9 +631,9 @@ impl Drop for Slot {
 struct ConnWatch {
     /// When the connection was accepted.
     started: std::time::Instant,
-    /// Requests started; HTTP/2 ones count in `http2`.
-    requests: AtomicU64,
-    http2: AtomicU64,
+    /// A request has started on it; one of them was HTTP/2.
+    used: AtomicBool,
+    http2: AtomicBool,
     /// HTTP/2 streams whose answer has not ended.
     active: AtomicUsize,
     /// When the last HTTP/2 stream ended, in milliseconds after the
@@ -652,22 +652,22 @@ impl ConnWatch {
     fn new() -> ConnWatch {
         ConnWatch {
             started: std::time::Instant::now(),
-            requests: AtomicU64::new(0),
-            http2: AtomicU64::new(0),
+            used: AtomicBool::new(false),
+            http2: AtomicBool::new(false),
             active: AtomicUsize::new(0),
             last_end_ms: AtomicU64::new(0),
         }
     }
 
     fn request_started(&self) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.used.store(true, Ordering::Relaxed);
     }
 
     fn idle_since(&self, started: tokio::time::Instant) -> Idle {
-        if self.requests.load(Ordering::Relaxed) == 0 {
+        if !self.used.load(Ordering::Relaxed) {
             return Idle::NeverUsed;
         }
-        if self.http2.load(Ordering::Relaxed) == 0 {
+        if !self.http2.load(Ordering::Relaxed) {
             return Idle::Http1;
         }
         if self.active.load(Ordering::Acquire) > 0 {
@@ -682,7 +682,7 @@ struct Active(Arc<ConnWatch>);
 
 impl Active {
     fn new(watch: Arc<ConnWatch>) -> Active {
-        watch.http2.fetch_add(1, Ordering::Relaxed);
+        watch.http2.store(true, Ordering::Relaxed);
         watch.active.fetch_add(1, Ordering::AcqRel);
         Active(watch)
     }
@@ -694,35 +694,6 @@ impl Drop for Active {
         let ms = u64::try_from(watch.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         watch.last_end_ms.fetch_max(ms, Ordering::AcqRel);
         watch.active.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A response body that holds its stream's [`Active`] until dropped.
-    struct Tracked {
-        #[pin]
-        inner: crate::body::Body,
-        _active: Active,
-    }
-}
-
-impl http_body::Body for Tracked {
-    type Data = bytes::Bytes;
-    type Error = crate::body::BoxError;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        self.project().inner.poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
     }
 }
 

@@ -195,11 +195,9 @@ where
                     }
                 }
                 let (parts, body) = response.into_parts();
+                // An empty body has ended already (it may never be polled).
                 record.ended = http_body::Body::is_end_stream(&body);
-                let body = body::boxed(Measured {
-                    inner: body,
-                    record: Some(record),
-                });
+                let body = body::watched(body, record, |record| record.ended = true);
                 Poll::Ready(Ok(Response::from_parts(parts, body)))
             }
             Err(error) => {
@@ -209,54 +207,5 @@ where
                 Poll::Ready(Err(error))
             }
         }
-    }
-}
-
-pin_project! {
-    /// An answer's body that records its request when it ends or is
-    /// dropped, knowing which.
-    struct Measured {
-        #[pin]
-        inner: Body,
-        record: Option<Record>,
-    }
-}
-
-impl http_body::Body for Measured {
-    type Data = bytes::Bytes;
-    type Error = body::BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, body::BoxError>>> {
-        let mut this = self.project();
-        let polled = this.inner.as_mut().poll_frame(cx);
-        match &polled {
-            // The end, or the last frame of a body that says so (servers
-            // stop polling then): recorded now.
-            Poll::Ready(None) => {
-                if let Some(mut record) = this.record.take() {
-                    record.ended = true;
-                }
-            }
-            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => {
-                if let Some(mut record) = this.record.take() {
-                    record.ended = true;
-                }
-            }
-            // A failed body: recorded now, as not ended.
-            Poll::Ready(Some(Err(_))) => drop(this.record.take()),
-            _ => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
     }
 }

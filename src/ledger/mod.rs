@@ -7,7 +7,7 @@
 //! drops the record (counted in `sluice_ledger_rows_total{outcome="dropped"}`)
 //! rather than hold the request. One writer, on a thread of its own, takes
 //! the queue in batches (`batch_size` records, or what came within
-//! `flush_interval`) and writes each batch as one statement; while the
+//! `flush_interval`) and writes each batch in one transaction; while the
 //! database is unreachable it keeps its batch and tries again, and the
 //! queue fills and drops. The schema's migrations are embedded in the
 //! binary and run when the writer first connects.
@@ -41,7 +41,7 @@ pub const LEDGER_ROWS_TOTAL: &str = "sluice_ledger_rows_total";
 pub enum End {
     /// Its answer's last byte went to the client.
     Complete,
-    /// The client left before the answer's head.
+    /// The client left before the answer's end.
     ClientGone,
     /// The upstream failed, or answered with a server error.
     UpstreamError,
@@ -110,6 +110,7 @@ pub struct Record {
     pub end: End,
 }
 
+#[derive(Debug)]
 enum Message {
     Record(Box<Record>),
     /// Answered once everything queued before it is written (or given up).
@@ -120,24 +121,15 @@ enum Message {
 #[derive(Debug)]
 pub struct Ledger {
     queue: mpsc::Sender<Message>,
-    counts: Arc<Counts>,
+    /// Records dropped since the last warning, and when that was
+    /// (milliseconds after `started`; 0: never).
+    dropped: AtomicU64,
+    warned_ms: AtomicU64,
+    started: Instant,
 }
 
-impl std::fmt::Debug for Message {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Message::Record(_) => "Record",
-            Message::Flush(_) => "Flush",
-        })
-    }
-}
-
-/// Rows written and dropped, for tests and the once-an-interval warning.
-#[derive(Debug, Default)]
-pub struct Counts {
-    pub written: AtomicU64,
-    pub dropped: AtomicU64,
-}
+/// Records dropped are logged at most once per this long.
+const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// Why the ledger could not start.
 #[derive(Debug, thiserror::Error)]
@@ -154,9 +146,13 @@ impl Ledger {
     pub fn start(config: &LedgerConfig) -> Result<Arc<Ledger>, LedgerError> {
         let target = writer::Target::parse(&config.url).map_err(LedgerError::Url)?;
         let (queue, rx) = mpsc::channel(config.queue_size.max(1));
-        let counts = Arc::new(Counts::default());
-        writer::spawn(target, config, rx, counts.clone()).map_err(LedgerError::Thread)?;
-        Ok(Arc::new(Ledger { queue, counts }))
+        writer::spawn(target, config, rx).map_err(LedgerError::Thread)?;
+        Ok(Arc::new(Ledger {
+            queue,
+            dropped: AtomicU64::new(0),
+            warned_ms: AtomicU64::new(0),
+            started: Instant::now(),
+        }))
     }
 
     /// Queues `record`; never waits. A full queue drops it, counted.
@@ -166,8 +162,8 @@ impl Ledger {
             .try_send(Message::Record(Box::new(record)))
             .is_err()
         {
-            self.counts.dropped.fetch_add(1, Ordering::Relaxed);
             metrics::counter!(LEDGER_ROWS_TOTAL, "outcome" => "dropped").increment(1);
+            self.warn_dropped();
         }
     }
 
@@ -186,8 +182,27 @@ impl Ledger {
         }
     }
 
-    pub fn counts(&self) -> &Counts {
-        &self.counts
+    /// Logs the records dropped so far, at most once per [`WARN_EVERY`].
+    fn warn_dropped(&self) {
+        let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = u64::try_from(self.started.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let last = self.warned_ms.load(Ordering::Relaxed);
+        let every = u64::try_from(WARN_EVERY.as_millis()).unwrap_or(u64::MAX);
+        let due = last == 0 || now.saturating_sub(last) >= every;
+        if due
+            && self
+                .warned_ms
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.dropped.fetch_sub(dropped, Ordering::Relaxed);
+            tracing::warn!(
+                dropped,
+                "usage records dropped: the ledger's queue is full (its database is slow or unreachable)"
+            );
+        }
     }
 }
 

@@ -2,15 +2,13 @@
 //! queued records in batches and writes each batch as one statement.
 
 use std::str::FromStr;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Counts, LEDGER_ROWS_TOTAL, Message, Record};
+use super::{LEDGER_ROWS_TOTAL, Message, Record};
 use crate::config::LedgerConfig;
 
 /// Wait before trying an unreachable database again.
@@ -163,7 +161,6 @@ pub(super) fn spawn(
     target: Target,
     config: &LedgerConfig,
     queue: mpsc::Receiver<Message>,
-    counts: Arc<Counts>,
 ) -> std::io::Result<()> {
     let batch_size = config.batch_size.max(1);
     let interval = config.flush_interval;
@@ -180,7 +177,7 @@ pub(super) fn spawn(
                     return;
                 }
             };
-            runtime.block_on(run(target, batch_size, interval, queue, counts));
+            runtime.block_on(run(target, batch_size, interval, queue));
         })
         .map(|_| ())
 }
@@ -191,7 +188,6 @@ async fn run(
     batch_size: usize,
     interval: Duration,
     mut queue: mpsc::Receiver<Message>,
-    counts: Arc<Counts>,
 ) {
     let mut db: Option<Db> = None;
     let mut batch: Vec<Record> = Vec::with_capacity(batch_size);
@@ -230,7 +226,6 @@ async fn run(
                 match connected.insert(&batch).await {
                     Ok(()) => {
                         let n = batch.len() as u64;
-                        counts.written.fetch_add(n, Ordering::Relaxed);
                         metrics::counter!(LEDGER_ROWS_TOTAL, "outcome" => "written").increment(n);
                         batch.clear();
                         break;
@@ -245,7 +240,6 @@ async fn run(
             if closed {
                 // Shutting down with the database unreachable: given up.
                 let n = batch.len() as u64;
-                counts.dropped.fetch_add(n, Ordering::Relaxed);
                 metrics::counter!(LEDGER_ROWS_TOTAL, "outcome" => "dropped").increment(n);
                 batch.clear();
                 break;

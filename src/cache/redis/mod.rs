@@ -221,8 +221,7 @@ impl RedisTier {
                 Ok(found.and_then(|stored| {
                     let value = codec::decode(Bytes::from(stored));
                     if value.is_none() {
-                        metrics::counter!(crate::observe::CACHE_INVALID_ENTRIES_TOTAL, "tier" => "redis")
-                            .increment(1);
+                        super::count_invalid();
                         tracing::debug!(key, "unreadable redis cache value, treated as a miss");
                     }
                     value
